@@ -1,0 +1,1 @@
+"""Flax Linen models: temporal convolutions, attention, segmentation, scoring, I3D."""

@@ -1,0 +1,55 @@
+"""Dilated temporal convolutions (MS-TCN style): residual layer and single stage.
+
+Tensors are frame-major, `(B, T, C)`, with a frame mask `(B, T)` (1 = real frame,
+0 = padding). Every convolution reads its input multiplied by the mask, so the zeros a
+padded video carries past its end are exactly the zeros an unpadded video's `SAME`
+padding supplies: a padded video gives the same outputs on its valid frames.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def masked(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+  """Zeroes padded frames: `x` (B, T, C) times `mask` (B, T)."""
+  return x * mask[..., None].astype(x.dtype)
+
+
+class DilatedResidualLayer(nn.Module):
+  """ReLU(dilated conv k=3) -> 1x1 conv -> dropout, added to the input."""
+
+  channels: int
+  dilation: int
+  dropout_rate: float = 0.5
+
+  @nn.compact
+  def __call__(self, x, mask, *, train: bool = False):
+    h = nn.Conv(self.channels, kernel_size=(3,), kernel_dilation=(self.dilation,),
+                padding="SAME", name="conv_dilated")(masked(x, mask))  # (B, T, C)
+    h = nn.relu(h)
+    h = nn.Conv(self.channels, kernel_size=(1,), name="conv_1x1")(h)
+    h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+    return masked(x + h, mask)
+
+
+class SingleStage(nn.Module):
+  """1x1 input projection, `num_layers` dilated residual layers (dilation 2^i).
+
+  Returns the stage features `(B, T, channels)`; the classifier lives with the caller
+  so that a transformer block can sit between the two (see `segmentation.py`).
+  """
+
+  num_layers: int = 10
+  channels: int = 64
+  dropout_rate: float = 0.5
+
+  @nn.compact
+  def __call__(self, x, mask, *, train: bool = False):
+    h = nn.Conv(self.channels, kernel_size=(1,), name="conv_in")(x)  # (B, T, C)
+    h = masked(h, mask)
+    for i in range(self.num_layers):
+      h = DilatedResidualLayer(self.channels, 2**i, self.dropout_rate,
+                               name=f"layer_{i}")(h, mask, train=train)
+    return h
