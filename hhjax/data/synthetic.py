@@ -79,10 +79,13 @@ class SyntheticConfig:
     action_amp: amplitude of a key action at quality 1 (at quality 0 it is
       `action_floor * action_amp`).
     action_floor: share of a key action's amplitude left at quality 0.
+    thoroughness_amp: amplitude, at quality 1, of the thoroughness factor that all key
+      actions share.
     noise_std: std of the AR(1) latent noise.
     noise_corr: AR(1) coefficient of the latent noise (per frame).
     person_std: std of the per-person latent style offset.
     white_std: std of the white noise added to each feature dimension.
+    nuisance_std: std of the slowly drifting nuisance factors (camera, light).
     bout_min, bout_max: length range (frames) of one key-action bout.
     crossfade: frames over which neighbouring segments blend.
   """
@@ -103,10 +106,12 @@ class SyntheticConfig:
   class_amp: float = 0.5
   action_amp: float = 1.0
   action_floor: float = 0.1
+  thoroughness_amp: float = 2.0
   noise_std: float = 0.3
   noise_corr: float = 0.6
   person_std: float = 0.15
   white_std: float = 0.5
+  nuisance_std: float = 0.1
   bout_min: int = 6
   bout_max: int = 30
   crossfade: int = 8
@@ -133,9 +138,10 @@ PRESETS = {
     "synthetic_small": SyntheticConfig(num_train=80, num_test=30, num_people=16),
 }
 
-# Latent layout: [classes | key actions | nuisance].
+# Latent layout: [classes | key actions | thoroughness | nuisance].
 _NUM_NUISANCE = 12
-_LATENT = len(CLASS_NAMES) + len(KEY_ACTIONS) + _NUM_NUISANCE
+_THOROUGHNESS = len(CLASS_NAMES) + len(KEY_ACTIONS)
+_LATENT = _THOROUGHNESS + 1 + _NUM_NUISANCE
 
 
 @dataclasses.dataclass
@@ -258,11 +264,15 @@ def generate_video(rng, cfg: SyntheticConfig, proj: np.ndarray, person_offset,
       if rng.random() < 0.85:
         amp = cfg.action_amp * (cfg.action_floor + (1 - cfg.action_floor) * q[which])
         clean[t:t + bout, n_cls + kas[which]] = amp
+        # How thoroughly the action is done shows the same way in every step
+        # (pressure, coverage, vigour): one shared direction, scaled by quality.
+        clean[t:t + bout, _THOROUGHNESS] = cfg.thoroughness_amp * q[which]
       t += bout
       which = 1 - which
   clean = _smooth(clean, cfg.crossfade)
-  nuisance = slice(n_cls + len(KEY_ACTIONS), _LATENT)
-  clean[:, nuisance] = _ar1(rng, (length, _NUM_NUISANCE), 0.98, 1.0)
+  nuisance = slice(_THOROUGHNESS + 1, _LATENT)
+  clean[:, nuisance] = _ar1(rng, (length, _NUM_NUISANCE), 0.98,
+                                 cfg.nuisance_std)
   latent = clean + person_offset + _ar1(rng, (length, _LATENT), cfg.noise_corr,
                                         cfg.noise_std)
   feats = latent.astype(np.float32) @ proj + person_feat_offset

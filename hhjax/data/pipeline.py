@@ -1,0 +1,180 @@
+"""Input pipeline: grain over a random-access data source.
+
+Deterministic given a seed, checkpointable, length-bucketed, sharded over processes:
+
+* **Plan.** For every epoch the example indices are shuffled (seed + epoch), cut into
+  windows of `window_batches` batches, sorted by length inside each window (so a batch
+  holds videos of similar length), batched, and the batches shuffled again. The plan is
+  a pure function of (seed, epoch, lengths): every process computes the same one.
+* **Padding.** A batch is padded to its longest video rounded up to `bucket_size`
+  frames, so only a few shapes are ever compiled; `mask` marks real frames. An
+  incomplete last batch (evaluation) is filled with empty rows of `weight` 0.
+* **Frame stride.** With `frame_stride` k > 1 every k-th frame is kept (MS-TCN's
+  sample rate): k times less compute; evaluation maps predictions back to every frame.
+* **Sharding.** Each process loads only its rows of the global batch (rows
+  `[p * b / P, (p + 1) * b / P)`); `hhjax.train` assembles the global array with
+  `jax.make_array_from_process_local_data`.
+* **Checkpointing.** The loader is a grain `MapDataset` turned into an iterator whose
+  `get_state()` / `set_state()` hold the position; training saves it with the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import grain
+import numpy as np
+
+STREAMS = ("rgb+flow", "rgb", "flow")
+
+
+def bucket_length(n: int, bucket_size: int) -> int:
+  """`n` rounded up to a multiple of `bucket_size` (at least one bucket)."""
+  return max(bucket_size, -(-n // bucket_size) * bucket_size)
+
+
+def select_streams(features: np.ndarray, streams: str) -> np.ndarray:
+  """Keeps the RGB half, the flow half, or both, of (T, D) features."""
+  if streams not in STREAMS:
+    raise ValueError(f"streams must be one of {STREAMS}, got {streams!r}")
+  if streams == "rgb+flow":
+    return features
+  half = features.shape[-1] // 2
+  return features[..., :half] if streams == "rgb" else features[..., half:]
+
+
+def strided_length(num_frames, frame_stride: int):
+  """Frames left after keeping every `frame_stride`-th one (works on arrays too)."""
+  return -(-num_frames // frame_stride)
+
+
+def upsample(labels: np.ndarray, frame_stride: int, num_frames: int) -> np.ndarray:
+  """Per-frame labels back at the full frame rate (each kept frame stands for the
+  `frame_stride` frames from it on)."""
+  return np.repeat(labels, frame_stride)[:num_frames]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPlan(Sequence):
+  """The global batches of `num_epochs` epochs: item i -> (indices, padded length)."""
+
+  lengths: tuple[int, ...]
+  batch_size: int
+  seed: int = 0
+  shuffle: bool = True
+  drop_remainder: bool = True
+  bucket_size: int = 256
+  window_batches: int = 8
+  num_epochs: int = 1
+
+  def __post_init__(self):
+    if self.batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if self.drop_remainder and len(self.lengths) < self.batch_size:
+      raise ValueError(f"{len(self.lengths)} examples cannot fill one batch of "
+                       f"{self.batch_size}")
+
+  @property
+  def batches_per_epoch(self) -> int:
+    n = len(self.lengths)
+    return n // self.batch_size if self.drop_remainder else -(-n // self.batch_size)
+
+  def __len__(self) -> int:
+    return self.num_epochs * self.batches_per_epoch
+
+  @functools.lru_cache(maxsize=4)
+  def epoch(self, epoch: int) -> list[tuple[int, ...]]:
+    n = len(self.lengths)
+    lengths = np.asarray(self.lengths)
+    if not self.shuffle:
+      order = np.argsort(lengths, kind="stable")
+      return [tuple(order[i:i + self.batch_size].tolist())
+              for i in range(0, n, self.batch_size)][:self.batches_per_epoch]
+    rng = np.random.default_rng([self.seed, epoch])
+    order = rng.permutation(n)
+    if self.drop_remainder:
+      order = order[:self.batches_per_epoch * self.batch_size]
+    window = self.batch_size * self.window_batches
+    batches = []
+    for w in range(0, len(order), window):
+      chunk = order[w:w + window]
+      chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+      batches += [tuple(chunk[i:i + self.batch_size].tolist())
+                  for i in range(0, len(chunk), self.batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+  def __getitem__(self, i: int):
+    if not 0 <= i < len(self):
+      raise IndexError(i)
+    epoch, j = divmod(i, self.batches_per_epoch)
+    indices = self.epoch(epoch)[j]
+    padded = bucket_length(max(self.lengths[k] for k in indices), self.bucket_size)
+    return indices, padded
+
+
+def load_batch(source, item, *, batch_size: int, streams: str = "rgb+flow",
+               frame_stride: int = 1, process_index: int = 0,
+               process_count: int = 1) -> dict:
+  """Reads and pads this process's rows of one global batch.
+
+  Returns NumPy arrays: `features` (b, L, D) float32, `labels` (b, L) int32, `mask`
+  (b, L) float32, `score` (b,), `step_scores` (b, 6), `attributes` (b, 6), `weight` (b,)
+  (0 for filler rows), `num_frames` (b,) (after the stride), `index` (b,) (-1 for
+  filler rows).
+  """
+  indices, length = item
+  if batch_size % process_count:
+    raise ValueError(f"batch_size {batch_size} is not divisible by {process_count} processes")
+  per = batch_size // process_count
+  rows = list(indices) + [-1] * (batch_size - len(indices))
+  rows = rows[process_index * per:(process_index + 1) * per]
+  examples = [source[i] if i >= 0 else None for i in rows]
+  first = next((e for e in examples if e is not None), None)
+  if first is None:   # this process's rows are all filler
+    first = source[indices[0]]
+  dim = select_streams(np.asarray(first["features"]), streams).shape[-1]
+  out = dict(
+      features=np.zeros((per, length, dim), np.float32),
+      labels=np.zeros((per, length), np.int32),
+      mask=np.zeros((per, length), np.float32),
+      score=np.zeros((per,), np.float32),
+      step_scores=np.zeros((per, 6), np.float32),
+      attributes=np.zeros((per, 6), np.int32),
+      weight=np.zeros((per,), np.float32),
+      num_frames=np.zeros((per,), np.int32),
+      index=np.full((per,), -1, np.int32),
+  )
+  for r, (i, ex) in enumerate(zip(rows, examples)):
+    if ex is None:
+      continue
+    feats = select_streams(np.asarray(ex["features"], np.float32), streams)
+    feats = feats[::frame_stride]
+    t = feats.shape[0]
+    out["features"][r, :t] = feats
+    out["labels"][r, :t] = np.asarray(ex["labels"])[::frame_stride]
+    out["mask"][r, :t] = 1.0
+    out["score"][r] = ex["score"]
+    out["step_scores"][r] = ex["step_scores"]
+    out["attributes"][r] = ex["attributes"]
+    out["weight"][r] = 1.0
+    out["num_frames"][r] = t
+    out["index"][r] = i
+  return out
+
+
+def make_loader(source, plan: BatchPlan, *, streams: str = "rgb+flow",
+                frame_stride: int = 1, process_index: int = 0, process_count: int = 1,
+                num_threads: int = 2, prefetch: int = 2) -> grain.IterDataset:
+  """A grain dataset of padded local batches following `plan`.
+
+  Iterate it with `iter(...)`; the iterator's `get_state()`/`set_state()` save and
+  restore the position (training stores it in its checkpoints).
+  """
+  load = functools.partial(load_batch, source, batch_size=plan.batch_size,
+                           streams=streams, frame_stride=frame_stride,
+                           process_index=process_index,
+                           process_count=process_count)
+  return grain.MapDataset.source(plan).map(load).to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))

@@ -1,0 +1,97 @@
+"""Attention against naive per-frame formulas (eq. 2 and eq. 3-4 of Li et al.)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hhjax.models import attention
+
+
+def _inputs(seed=0, b=2, t=11, h=3, d=5):
+  rng = np.random.default_rng(seed)
+  q, k, v = (rng.normal(size=(b, t, h, d)).astype(np.float32) for _ in range(3))
+  mask = np.ones((b, t), np.float32)
+  mask[1, 7:] = 0.0   # second video has 7 real frames
+  return q, k, v, mask
+
+
+def _naive_linear(q, k, v, mask):
+  """Eq. 4, frame by frame: sum_j phi(q_i).phi(k_j) v_j / sum_j phi(q_i).phi(k_j)."""
+  phi = lambda x: np.where(x > 0, x, np.expm1(x)) + 1.0
+  out = np.zeros_like(q)
+  b, t, h, _ = q.shape
+  for bi in range(b):
+    valid = [j for j in range(t) if mask[bi, j]]
+    for i in valid:
+      for hi in range(h):
+        w = np.array([phi(q[bi, i, hi]) @ phi(k[bi, j, hi]) for j in valid])
+        out[bi, i, hi] = (w[:, None] * v[bi, valid, hi]).sum(0) / w.sum()
+  return out
+
+
+def _naive_softmax(q, k, v, mask):
+  """Eq. 2, frame by frame, over the real frames only."""
+  out = np.zeros_like(q)
+  b, t, h, d = q.shape
+  for bi in range(b):
+    valid = [j for j in range(t) if mask[bi, j]]
+    for i in valid:
+      for hi in range(h):
+        s = np.array([q[bi, i, hi] @ k[bi, j, hi] for j in valid]) / np.sqrt(d)
+        w = np.exp(s - s.max())
+        out[bi, i, hi] = (w[:, None] * v[bi, valid, hi]).sum(0) / w.sum()
+  return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_linear_attention_equals_naive_eq4(seed):
+  q, k, v, mask = _inputs(seed)
+  got = attention.linear_attention(q, k, v, mask, eps=0.0)
+  np.testing.assert_allclose(got, _naive_linear(q, k, v, mask), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_softmax_attention_equals_naive_eq2(seed):
+  q, k, v, mask = _inputs(seed)
+  got = attention.softmax_attention(q, k, v, mask)
+  np.testing.assert_allclose(got, _naive_softmax(q, k, v, mask), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fn", [attention.linear_attention, attention.softmax_attention])
+def test_padded_frames_neither_attend_nor_are_attended(fn):
+  q, k, v, mask = _inputs(3)
+  out = np.asarray(fn(q, k, v, mask))
+  assert np.all(out[1, 7:] == 0.0)           # padded queries give nothing
+  k2, v2 = k.copy(), v.copy()
+  k2[1, 7:] = 1e3                            # garbage in padded keys/values ...
+  v2[1, 7:] = -1e3
+  np.testing.assert_allclose(fn(q, k2, v2, mask), out, rtol=1e-5, atol=1e-6)  # ... unseen
+
+
+def test_linear_attention_is_not_softmax_attention():
+  """The two kinds really differ (guards against one silently calling the other)."""
+  q, k, v, mask = _inputs(4)
+  a = attention.linear_attention(q, k, v, mask)
+  b = attention.softmax_attention(q, k, v, mask)
+  assert float(jnp.abs(a - b).max()) > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["linear", "softmax", "none"])
+def test_multi_head_module_shapes_and_none(kind):
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 8)), jnp.float32)
+  mask = jnp.ones((2, 9))
+  module = attention.MultiHeadAttention(kind, num_heads=2)
+  params = module.init(jax.random.key(0), x, mask)
+  out = module.apply(params, x, mask)
+  assert out.shape == x.shape
+  if kind == "none":
+    assert not jax.tree.leaves(params) and float(jnp.abs(out).max()) == 0.0
+  else:
+    assert float(jnp.abs(out).max()) > 0.0
+
+
+def test_unknown_kind_is_a_clear_error():
+  x, mask = jnp.ones((1, 4, 8)), jnp.ones((1, 4))
+  with pytest.raises(ValueError, match="linear.*softmax.*none"):
+    attention.MultiHeadAttention("performer").init(jax.random.key(0), x, mask)

@@ -1,0 +1,164 @@
+"""Training: loss goes down, data parallelism is exact, resume is exact, configs."""
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hhjax import checkpointing
+from hhjax import config as default_config
+from hhjax import train as train_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_config(name):
+  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+@pytest.fixture
+def tiny(tmp_path):
+  config = _load_config("tiny")
+  config.dataset.data_dir = str(tmp_path / "tfds")
+  return config
+
+
+def _keys(cfg, prefix=""):
+  out = set()
+  for k, v in cfg.items():
+    out |= _keys(v, f"{prefix}{k}.") if hasattr(v, "items") else {prefix + k}
+  return out
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "configs").glob("*.py")))
+def test_every_config_has_exactly_the_default_keys(name):
+  assert _keys(_load_config(name)) == _keys(default_config.get_config())
+
+
+def _batch(config, data, rows):
+  plan = (tuple(rows), train_lib.pipeline.bucket_length(
+      int(max(data.lengths[list(rows)])), config.dataset.bucket_size))
+  return train_lib.pipeline.load_batch(data.source, plan, batch_size=config.batch_size)
+
+
+def test_loss_is_finite_and_decreases(tiny):
+  tiny.model.dropout_rate = 0.0   # a noiseless descent on one batch
+  data = train_lib.load_split(tiny, "train")
+  mesh = train_lib.make_mesh()
+  model = train_lib.create_model(tiny)
+  state = train_lib.create_train_state(tiny, model, train_lib.feature_dim(tiny, data), mesh)
+  step, _ = train_lib.compile_steps(tiny, model, mesh)
+  batch = train_lib.to_device(_batch(tiny, data, [0, 1, 2]), mesh)
+  key = jax.random.key(0)
+  losses = []
+  for _ in range(8):
+    state, m = step(state, batch, key)
+    losses.append(float(m["loss"]))
+  assert np.all(np.isfinite(losses))
+  assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_four_devices_match_one_device(tiny):
+  assert jax.device_count() == 4, "the root conftest makes four CPU devices"
+  data = train_lib.load_split(tiny, "train")
+  model = train_lib.create_model(tiny)   # dropout on: the keys must agree too
+  host_batch = _batch(tiny, data, [0, 1, 2])
+  params = {}
+  for n in (1, 4):
+    mesh = train_lib.make_mesh(jax.devices()[:n])
+    state = train_lib.create_train_state(tiny, model, train_lib.feature_dim(tiny, data),
+                                         mesh)
+    step, _ = train_lib.compile_steps(tiny, model, mesh)
+    batch = train_lib.to_device(host_batch, mesh)
+    if n == 4:
+      assert len(batch["features"].sharding.device_set) == 4   # really split
+    state, _ = step(state, batch, jax.random.key(0))
+    state, _ = step(state, batch, jax.random.key(0))
+    params[n] = jax.device_get(state.params)
+  diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
+                                       params[1], params[4]))
+  assert max(diffs) < 1e-5
+  moved = jax.tree.leaves(jax.tree.map(lambda a: float(np.abs(a).max()), params[1]))
+  assert max(moved) > 0
+
+
+def _final_params(config, workdir):
+  data = train_lib.load_split(config, "train")
+  model = train_lib.create_model(config)
+  mesh = train_lib.make_mesh()
+  state = train_lib.create_train_state(config, model, train_lib.feature_dim(config, data),
+                                       mesh)
+  ckpt = checkpointing.Checkpointer(pathlib.Path(workdir) / "checkpoints", every_steps=1)
+  restored, data_state = ckpt.restore(checkpointing.abstract_like(state))
+  ckpt.close()
+  return int(restored.step), jax.device_get(restored.params), data_state
+
+
+def test_resume_from_checkpoint_continues_identically(tiny, tmp_path):
+  # Train and test videos together: 5 videos, so an epoch is 2 batches and the
+  # input pipeline's position matters on resume.
+  tiny.dataset.train_split = "train+test"
+  tiny.num_train_steps = 6
+  tiny.checkpoint_every_steps = 3
+  tiny.eval_every_steps = 100
+  straight = train_lib.train_and_evaluate(tiny, tmp_path / "straight")
+  tiny.num_train_steps = 3
+  train_lib.train_and_evaluate(tiny, tmp_path / "resumed")
+  tiny.num_train_steps = 6
+  resumed = train_lib.train_and_evaluate(tiny, tmp_path / "resumed")
+  step_a, params_a, data_a = _final_params(tiny, tmp_path / "straight")
+  step_b, params_b, data_b = _final_params(tiny, tmp_path / "resumed")
+  assert step_a == step_b == 6 and data_a == data_b
+  jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+  assert straight == resumed
+  logged = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").open()]
+  # The first run logs its last step (3) too.
+  assert [r["step"] for r in logged if "train/loss" in r] == [2, 3, 4, 6]
+  straight_log = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").open()]
+  loss = lambda log, s: next(r["train/loss"] for r in log if r["step"] == s and "train/loss" in r)
+  assert loss(logged, 6) == loss(straight_log, 6)
+
+
+def test_train_and_evaluate_writes_outputs(tiny, tmp_path):
+  metrics = train_lib.train_and_evaluate(tiny, tmp_path / "run")
+  assert set(metrics) == {"acc", "edit", "f1@10", "f1@25", "f1@50", "spearman", "rl2"}
+  rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").open()]
+  assert len(rows) == 2
+  for row in rows:
+    assert len(row["frame_labels"]) == len(row["gt_frame_labels"])
+    assert len(row["step_scores"]) == 6
+    assert row["video_score"] == pytest.approx(sum(row["step_scores"]), abs=1e-4)
+  log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+  assert {"step", "train/loss", "train/ce", "train/smooth", "train/score_mse"} <= set(log[0])
+  assert any("eval/f1@50" in r for r in log)
+
+
+def _run_cli(args, cwd=REPO):
+  return subprocess.run([sys.executable, "-m", "hhjax.train", *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_unknown_config_key_is_an_error(tmp_path):
+  res = _run_cli(["--config", "configs/tiny.py", "--workdir", str(tmp_path),
+                  "--config.model.num_stagez=3"])
+  assert res.returncode != 0
+  assert "num_stagez" in res.stderr
+
+
+def test_bad_config_value_names_the_field(tiny, tmp_path):
+  tiny.model.attention = "quadratic"
+  with pytest.raises(ValueError, match="config.model.attention"):
+    train_lib.train_and_evaluate(tiny, tmp_path)
+  tiny.model.attention = "linear"
+  tiny.batch_size = 3
+  with pytest.raises(ValueError, match="config.batch_size"):
+    train_lib.train_and_evaluate(tiny, tmp_path)
