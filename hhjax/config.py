@@ -48,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.score_weight = 1.0
 
   config.learning_rate = 5e-4
+  config.lr_schedule = "constant"             # "constant" (the paper) | "cosine" decay
   config.weight_decay = 0.0
   config.batch_size = 1                       # global; divisible by the device count
   config.num_train_steps = 1000

@@ -60,9 +60,11 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
 
 def create_train_state(config, model: JointModel, feature_dim: int, mesh) -> TrainState:
   """Initialises params and Adam state, replicated over the mesh."""
-  tx = optax.adam(config.learning_rate)
-  if config.weight_decay:
-    tx = optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
+  lr = config.learning_rate
+  if config.lr_schedule == "cosine":
+    lr = optax.cosine_decay_schedule(config.learning_rate, config.num_train_steps)
+  tx = optax.adamw(lr, weight_decay=config.weight_decay) if config.weight_decay \
+      else optax.adam(lr)
 
   def init():
     x = jnp.zeros((1, config.dataset.bucket_size, feature_dim), jnp.float32)
@@ -139,6 +141,9 @@ def check_config(config) -> None:
     value = config.model[field]
     if value not in allowed:
       raise ValueError(f"config.model.{field}={value!r}; expected one of {allowed}")
+  if config.lr_schedule not in ("constant", "cosine"):
+    raise ValueError(f"config.lr_schedule={config.lr_schedule!r}; expected 'constant' or "
+                     "'cosine'")
   if config.training_segments not in ("predicted", "ground_truth"):
     raise ValueError(f"config.training_segments={config.training_segments!r}; expected "
                      "'predicted' or 'ground_truth'")

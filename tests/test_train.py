@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hhjax import checkpointing
+from hhjax import checkpointing, evaluate
 from hhjax import config as default_config
 from hhjax import train as train_lib
 
@@ -130,6 +130,13 @@ def test_resume_from_checkpoint_continues_identically(tiny, tmp_path):
 
 def test_train_and_evaluate_writes_outputs(tiny, tmp_path):
   metrics = train_lib.train_and_evaluate(tiny, tmp_path / "run")
+  first = (tmp_path / "run" / "predictions.jsonl").read_text()
+  # `hhjax.evaluate` restores the latest checkpoint: the same predictions again.
+  again, _ = evaluate.evaluate_checkpoint(tiny, tmp_path / "run")
+  assert again == metrics
+  assert (tmp_path / "run" / "predictions.jsonl").read_text() == first
+  with pytest.raises(FileNotFoundError, match="train first"):
+    evaluate.evaluate_checkpoint(tiny, tmp_path / "empty")
   assert set(metrics) == {"acc", "edit", "f1@10", "f1@25", "f1@50", "spearman", "rl2"}
   rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").open()]
   assert len(rows) == 2
