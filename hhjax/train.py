@@ -177,9 +177,16 @@ def load_split(config, split: str) -> SplitData:
   if config.dataset.name != "hha300":
     raise ValueError(f"config.dataset.name={config.dataset.name!r}: only 'hha300' "
                      "(with its configs features / synthetic / synthetic_small) is known")
-  source = hha300.load_source(config.dataset.config, split,
-                              data_dir=config.dataset.data_dir or None,
-                              manual_dir=config.dataset.manual_dir or None)
+  previous = logging.get_verbosity()
+  if previous <= logging.WARNING:
+    # TFDS warns about the not-yet-built version folder before every first build.
+    logging.set_verbosity(logging.ERROR)
+  try:
+    source = hha300.load_source(config.dataset.config, split,
+                                data_dir=config.dataset.data_dir or None,
+                                manual_dir=config.dataset.manual_dir or None)
+  finally:
+    logging.set_verbosity(previous)
   lengths, names = [], []
   for i in range(len(source)):
     ex = source[i]
