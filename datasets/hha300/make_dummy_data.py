@@ -12,16 +12,7 @@ import pathlib
 
 import numpy as np
 
-CLASS_NAMES = (
-    "background",
-    "step1_palm_to_palm",
-    "step2_palm_over_dorsum",
-    "step3_fingers_interlaced",
-    "step4_backs_of_fingers",
-    "step5_thumbs",
-    "step6_fingertips",
-)
-ATTRIBUTES = ("NE", "EN", "ES")
+from hhjax.data.synthetic import ATTRIBUTES, CLASS_NAMES
 FEATURE_DIM = 16
 VIDEOS = {
     "train": (("hha_train_000", 24), ("hha_train_001", 41), ("hha_train_002", 60)),
