@@ -1,0 +1,634 @@
+"""Two-stream I3D features per frame (RGB + TV-L1 flow) for the HHA300 manual layout.
+
+    python -m hhjax.extract --videos DIR --out DIR \\
+        --rgb-weights weights/i3d_rgb_imagenet.npz --flow-weights weights/i3d_flow_imagenet.npz
+
+writes `<out>/features/<video>.npy`, a (2048, T) float32 array with one column per decoded
+frame (MS-TCN convention): rows 0-1023 are the RGB stream's Mixed_5c features, rows
+1024-2047 the flow stream's.
+
+Per frame t the inputs are the resized, centre-cropped RGB frame (`hhjax.video`, values
+mapped to [-1, 1]) and the TV-L1 flow from frame t to frame t+1 (grey levels, `hhjax.ops.flow`,
+clipped to +-20 px and mapped to [-1, 1]); the last frame repeats the previous frame's
+flow (a one-frame video gets zero flow).
+
+Modes (how per-frame features come out of a network whose features have temporal stride 8):
+
+* `dense`: frame t's feature is I3D on a window of `window` frames centred on t, averaged
+  over the window's T' = ceil(window/8) - 1 output positions. "Centred" means the mean
+  receptive-field centre of those positions is t (`dense_offset`): frames t-10 .. t+10
+  for the default 21; t-6 .. t+2 for 9, whose single output is centred on its 7th frame.
+  Indices outside the video are clamped, i.e. edge frames are repeated.
+  Costs about `window` frames of network per frame.
+* `fast`: the video runs through I3D fully convolutionally in overlapping chunks of
+  `chunk` frames. The temporal receptive-field centre of output position j of a chunk
+  starting at frame a (chunk length a multiple of 8) is frame a + 8j + 9 (see
+  `feature_centres`). Chunks start at a_k = a_0 + k (chunk - 2 margin) and keep only the
+  positions whose centre lies in [a_k + margin, a_k + chunk - margin), so every kept
+  feature has at least `margin` frames of real context on each side (except at the video's
+  ends, where frames are repeated) and the kept centres form the grid 0, 8, 16, ... .
+  Frame t then takes the linear interpolation between the features centred at 8 floor(t/8)
+  and 8 floor(t/8) + 8. Costs about chunk / (chunk - 2 margin) frames of network per frame.
+
+Videos whose output exists are skipped; outputs are written to a temporary file and
+renamed, so an interrupted run leaves no partial .npy. A video that cannot be decoded is
+reported by name, the others are still processed, and the command exits with status 1
+and a summary of the failures.
+
+Without weight files the command refuses to run unless `--random-weights` is given:
+random-weight features are reproducible (seeded) but carry no information, which is only
+useful for testing the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import math
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hhjax import video as video_lib
+from hhjax.models import i3d
+from hhjax.ops import flow as flow_ops
+
+__all__ = [
+  "ExtractConfig",
+  "FeatureExtractor",
+  "VIDEO_EXTENSIONS",
+  "feature_centres",
+  "find_videos",
+  "main",
+  "random_variables",
+  "run_windows",
+]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+FEATURE_DIM = i3d.FEATURE_DIM  # per stream
+FEATURES_DIR = "features"
+# Temporal layers of InceptionI3d with stride > 1, in order: (kernel, stride). All other
+# temporal kernels have stride 1 and symmetric SAME padding, so they keep centres fixed.
+_STRIDED_TEMPORAL = ((7, 2), (3, 2), (2, 2))  # Conv3d_1a_7x7, MaxPool3d_4a, MaxPool3d_5a
+_FINAL_POOL = 2  # the 2x7x7 VALID average pool (temporal width 2, stride 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+  """Settings of one extraction run.
+
+  Attributes:
+    mode: "dense" or "fast" (see the module docstring).
+    window: dense-mode window length in frames (>= 9).
+    chunk: fast-mode chunk length (a multiple of 8, >= 16).
+    margin: fast-mode context kept on each side of a chunk (chunk - 2 margin a positive
+      multiple of 8).
+    batch_size: windows (dense) or chunks (fast) per network call.
+    size: side of the square centre crop fed to I3D (>= 193).
+    short_side: shorter side after resizing, before the crop (None: round(size * 8 / 7),
+      i.e. 256 for 224).
+    fps: sampling rate (None: the video's own).
+    max_frames: only the first `max_frames` sampled frames (None: all).
+    flow_size: side at which TV-L1 runs (None: `size`); the flow is resized back to `size`
+      and its vectors multiplied by size / flow_size.
+    flow_iterations: TV-L1 inner iterations (OpenCV default 30).
+    flow_outer: TV-L1 outer iterations, i.e. median filterings per warp (default 10).
+    flow_warps: TV-L1 warps per pyramid level (default 5).
+    flow_scales: TV-L1 pyramid levels (default 5).
+    decode_chunk: frames decoded at a time.
+  """
+
+  mode: str = "dense"
+  window: int = 21
+  chunk: int = 64
+  margin: int = 16
+  batch_size: int = 4
+  size: int = 224
+  short_side: int | None = None
+  fps: float | None = None
+  max_frames: int | None = None
+  flow_size: int | None = None
+  flow_iterations: int = 30
+  flow_outer: int = 10
+  flow_warps: int = 5
+  flow_scales: int = 5
+  decode_chunk: int = 32
+
+  def __post_init__(self):
+    if self.mode not in ("dense", "fast"):
+      raise ValueError(f"mode must be 'dense' or 'fast', got {self.mode!r}")
+    if self.size < i3d.MIN_INPUT_PIXELS:
+      raise ValueError(f"size must be >= {i3d.MIN_INPUT_PIXELS} for I3D, got {self.size}")
+    if self.mode == "dense" and self.window < i3d.MIN_INPUT_FRAMES:
+      raise ValueError(f"window must be >= {i3d.MIN_INPUT_FRAMES}, got {self.window}")
+    if self.mode == "fast":
+      fast_layout(self.chunk, self.margin)  # validates
+    if self.batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if self.flow_size is not None and self.flow_size < 16:
+      raise ValueError(f"flow_size must be >= 16, got {self.flow_size}")
+
+  @property
+  def resize_to(self) -> int:
+    """Shorter side after resizing."""
+    return self.short_side if self.short_side is not None else round(self.size * 8 / 7)
+
+
+# ---------------------------------------------------------------------------------------
+# Temporal bookkeeping.
+
+
+def feature_centres(length: int) -> np.ndarray:
+  """Receptive-field centres (in input frames) of I3D's pooled features for `length` frames.
+
+  Each strided temporal layer (kernel k, stride s, TF-SAME low padding p for its input
+  size n) maps output i to input centre s*i - p + (k - 1)/2; the final width-2 average
+  pool averages two neighbours. For lengths that are multiples of 8 this gives 8j + 9.
+
+  Args:
+    length: input frames (>= 9).
+
+  Returns:
+    (ceil(length/8) - 1,) float64 centres, one per output position.
+  """
+  sizes = [length]
+  for k, s in _STRIDED_TEMPORAL:
+    sizes.append(math.ceil(sizes[-1] / s))
+  n_out = sizes[-1] - _FINAL_POOL + 1
+  centres = np.arange(sizes[-1], dtype=np.float64)
+  for (k, s), n in reversed(list(zip(_STRIDED_TEMPORAL, sizes[:-1]))):
+    low = i3d.same_padding(n, k, s)[0]
+    centres = s * centres - low + (k - 1) / 2
+  return np.stack([centres[j:j + n_out] for j in range(_FINAL_POOL)]).mean(axis=0)
+
+
+def dense_offset(window: int) -> int:
+  """Frames before t in frame t's dense window: round(mean receptive-field centre).
+
+  The window t - offset .. t - offset + window - 1 puts the mean centre of its output
+  positions on t: offset = (window - 1) / 2 for 21 (two outputs centred at 6 and 14),
+  6 for 9 (one output centred at 6).
+  """
+  return int(round(float(feature_centres(window).mean())))
+
+
+def fast_layout(chunk: int, margin: int) -> tuple[int, np.ndarray]:
+  """Fast-mode chunk layout: (first chunk start a_0, indices of the kept output positions).
+
+  Raises:
+    ValueError: the kept positions do not tile the stride-8 grid.
+  """
+  if chunk % 8 or chunk < 16:
+    raise ValueError(f"chunk must be a multiple of 8 and >= 16, got {chunk}")
+  step = chunk - 2 * margin
+  if margin < 0 or step < 8 or step % 8:
+    raise ValueError(f"chunk - 2 * margin must be a positive multiple of 8, got chunk {chunk}, "
+                     f"margin {margin}")
+  centres = feature_centres(chunk)
+  kept = np.flatnonzero((centres >= margin) & (centres < chunk - margin))
+  if kept.size != step // 8:
+    raise ValueError(f"chunk {chunk} with margin {margin} keeps {kept.size} positions per "
+                     f"chunk, needs {step // 8}; try margin 16 with chunk 64, or 4 with 16")
+  start = -int(centres[kept[0]])  # the first kept centre is frame 0
+  return start, kept
+
+
+def run_windows(
+  frames: Iterable[tuple[np.ndarray, ...]],
+  window_indices: Callable[[int], np.ndarray],
+  num_windows: Callable[[int], int],
+  compute: Callable[[list[np.ndarray]], list[np.ndarray]],
+  batch_size: int,
+  on_frame: Callable[[], None] | None = None,
+) -> tuple[list[np.ndarray], int]:
+  """Streams per-frame inputs through batched windows with bounded memory.
+
+  Window k reads the frames `window_indices(k)` (non-decreasing in k; indices outside the
+  video are clamped to its first/last frame). A window runs as soon as its frames have
+  arrived (or the stream has ended); frames no later window needs are dropped. The last
+  batch is padded with copies of its last window so every call has `batch_size` windows.
+
+  Args:
+    frames: iterable of per-frame tuples of arrays (one entry per stream).
+    window_indices: k -> (L,) int frame indices of window k.
+    num_windows: total frames T -> number of windows to run.
+    compute: list (per stream) of (B, L, ...) stacked windows -> list (per stream) of
+      (B, ...) outputs.
+    batch_size: windows per `compute` call.
+    on_frame: called once per frame taken from `frames` (progress).
+
+  Returns:
+    (per-stream list of (num_windows(T), ...) outputs, T).
+  """
+  buffer: list[tuple[np.ndarray, ...]] = []
+  offset = 0  # absolute index of buffer[0]
+  count = 0  # frames received
+  next_window = 0
+  batch: list[list[np.ndarray]] = []  # per window: per-stream (L, ...) arrays
+  outputs: list[list[np.ndarray]] = []
+
+  def gather(k: int, last: int) -> list[np.ndarray]:
+    idx = np.clip(window_indices(k), 0, last) - offset
+    streams = len(buffer[0])
+    return [np.stack([buffer[i][s] for i in idx]) for s in range(streams)]
+
+  def flush(final: bool) -> None:
+    nonlocal batch
+    if not batch or (len(batch) < batch_size and not final):
+      return
+    real = len(batch)
+    padded = batch + [batch[-1]] * (batch_size - real)
+    stacked = [np.stack([w[s] for w in padded]) for s in range(len(padded[0]))]
+    result = compute(stacked)
+    outputs.append([np.asarray(r)[:real] for r in result])
+    batch = []
+
+  def schedule(final: bool) -> None:
+    nonlocal next_window, offset
+    while True:
+      if final and next_window >= num_windows(count):
+        break
+      idx = window_indices(next_window)
+      if not final and int(idx.max()) > count - 1:
+        break
+      batch.append(gather(next_window, count - 1))
+      next_window += 1
+      if len(batch) == batch_size:
+        flush(final=False)
+    # Drop frames that no later window reads.
+    keep_from = max(0, min(int(window_indices(next_window).min()), count - 1))
+    if keep_from > offset:
+      del buffer[:keep_from - offset]
+      offset = keep_from
+
+  for item in frames:
+    buffer.append(tuple(item))
+    count += 1
+    if on_frame is not None:
+      on_frame()
+    schedule(final=False)
+  if count == 0:
+    return [], 0
+  schedule(final=True)
+  flush(final=True)
+  if not outputs:
+    return [], count
+  streams = len(outputs[0])
+  return [np.concatenate([o[s] for o in outputs]) for s in range(streams)], count
+
+
+# ---------------------------------------------------------------------------------------
+# Weights.
+
+
+def random_variables(in_channels: int, seed: int = 0, num_classes: int = 400) -> dict:
+  """Seeded random InceptionI3d variables (He-normal kernels, identity batch norm).
+
+  Built with NumPy from the abstract parameter tree (no compilation), so the same seed
+  gives the same weights on every machine.
+  """
+  model = i3d.InceptionI3d(num_classes=num_classes, in_channels=in_channels)
+  shapes = jax.eval_shape(
+    model.init, jax.random.PRNGKey(0),
+    jnp.zeros((1, i3d.MIN_INPUT_FRAMES, i3d.MIN_INPUT_PIXELS, i3d.MIN_INPUT_PIXELS, in_channels)))
+  rng = np.random.default_rng(seed)
+  flat = jax.tree_util.tree_flatten_with_path(shapes)[0]
+  values = []
+  for path, leaf in flat:
+    name = jax.tree_util.keystr(path)
+    if name.endswith("['kernel']"):
+      fan_in = int(np.prod(leaf.shape[:-1]))
+      values.append(rng.normal(0.0, math.sqrt(2.0 / fan_in), leaf.shape).astype(np.float32))
+    elif name.endswith("['scale']") or name.endswith("['var']"):
+      values.append(np.ones(leaf.shape, np.float32))
+    else:  # biases, running means
+      values.append(np.zeros(leaf.shape, np.float32))
+  treedef = jax.tree_util.tree_structure(shapes)
+  return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(v) for v in values])
+
+
+def _num_classes(variables: dict) -> int:
+  return int(variables["params"]["logits"]["conv3d"]["kernel"].shape[-1])
+
+
+# ---------------------------------------------------------------------------------------
+# The extractor.
+
+
+@functools.lru_cache(maxsize=None)
+def _features_fn(num_classes: int, in_channels: int, reduce_time: bool):
+  """Jitted I3D features: (B, L, S, S, C) -> (B, 1024) (reduce_time) or (B, T', 1024).
+
+  RGB input (C = 3) is uint8 and mapped to [-1, 1] here; flow input is already in [-1, 1].
+  Cached so that extractors with the same settings share one compilation.
+  """
+  model = i3d.InceptionI3d(num_classes=num_classes, in_channels=in_channels)
+
+  @jax.jit
+  def fn(variables, x):
+    if in_channels == 3:
+      x = x.astype(jnp.float32) / 127.5 - 1.0
+    _, f = model.apply(variables, x, train=False)  # (B, T', [H', W',] 1024)
+    if f.ndim == 5:
+      f = f.mean(axis=(2, 3))  # inputs above 224 px keep a spatial grid: average it
+    return f.mean(axis=1) if reduce_time else f
+
+  return fn
+
+
+@functools.lru_cache(maxsize=None)
+def _pair_flow_fn(size: int, flow_size: int, scales: int, warps: int, inner: int, outer: int):
+  """Jitted flow input of one frame pair: (S, S) uint8 grey x2 -> (S, S, 2) in [-1, 1].
+
+  With flow_size < size the grey frames are resized (bilinear, anti-aliased) to
+  flow_size, TV-L1 runs there, and the flow field is resized back (bilinear) and its
+  vectors multiplied by size / flow_size.
+  """
+  kwargs = dict(nscales=scales, warps=warps, inner_iterations=inner, outer_iterations=outer)
+
+  @jax.jit
+  def fn(g0, g1):
+    a = g0.astype(jnp.float32)
+    b = g1.astype(jnp.float32)
+    if flow_size != size:
+      a = jax.image.resize(a, (flow_size, flow_size), "linear", antialias=True)
+      b = jax.image.resize(b, (flow_size, flow_size), "linear", antialias=True)
+    f = flow_ops.tvl1(a, b, **kwargs)  # (s, s, 2) pixels at flow_size
+    if flow_size != size:
+      f = jax.image.resize(f, (size, size, 2), "linear") * (size / flow_size)
+    return flow_ops.flow_to_i3d(f)
+
+  return fn
+
+
+@functools.lru_cache(maxsize=None)
+def _gray_fn():
+  return jax.jit(flow_ops.to_gray)
+
+
+class FeatureExtractor:
+  """Per-frame two-stream I3D features of videos (see the module docstring).
+
+  Args:
+    rgb_variables: InceptionI3d variables with in_channels = 3.
+    flow_variables: InceptionI3d variables with in_channels = 2.
+    config: `ExtractConfig`.
+  """
+
+  def __init__(self, rgb_variables: dict, flow_variables: dict, config: ExtractConfig):
+    self.config = config
+    self.rgb_variables = rgb_variables
+    self.flow_variables = flow_variables
+    dense = config.mode == "dense"
+    self._rgb_fn = _features_fn(_num_classes(rgb_variables), 3, dense)
+    self._flow_fn = _features_fn(_num_classes(flow_variables), 2, dense)
+    self._pair_flow = _pair_flow_fn(config.size, config.flow_size or config.size,
+                                    config.flow_scales, config.flow_warps,
+                                    config.flow_iterations, config.flow_outer)
+    self._gray = _gray_fn()
+
+  # -- per-frame inputs ------------------------------------------------------------------
+
+  def frame_inputs(self, chunks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rgb (S, S, 3) uint8, flow (S, S, 2) float32 in [-1, 1]) per frame, in order."""
+    prev_rgb = prev_gray = last_flow = None
+    for chunk in chunks:  # (n, S, S, 3) uint8
+      grays = np.asarray(self._gray(chunk))  # (n, S, S) uint8
+      for rgb, gray in zip(chunk, grays):
+        if prev_rgb is not None:
+          last_flow = np.asarray(self._pair_flow(prev_gray, gray))
+          yield prev_rgb, last_flow
+        prev_rgb, prev_gray = rgb, gray
+    if prev_rgb is not None:
+      if last_flow is None:
+        last_flow = np.zeros(prev_rgb.shape[:2] + (2,), np.float32)
+      yield prev_rgb, last_flow
+
+  # -- windows ---------------------------------------------------------------------------
+
+  def _compute(self, stacked: list[np.ndarray]) -> list[np.ndarray]:
+    rgb = self._rgb_fn(self.rgb_variables, jnp.asarray(stacked[0]))
+    flow = self._flow_fn(self.flow_variables, jnp.asarray(stacked[1]))
+    return [np.asarray(rgb), np.asarray(flow)]
+
+  def features_from_inputs(
+    self, inputs: Iterable[tuple[np.ndarray, ...]],
+    compute: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
+    on_frame: Callable[[], None] | None = None,
+  ) -> np.ndarray:
+    """Per-frame features from per-frame inputs.
+
+    Args:
+      inputs: per-frame tuples (one array per stream).
+      compute: batched network call (default: the two I3D streams); replaceable for tests.
+      on_frame: progress callback, once per frame.
+
+    Returns:
+      (D_total, T) float32, the streams' features stacked along the first axis.
+    """
+    cfg = self.config
+    compute = compute or self._compute
+    if cfg.mode == "dense":
+      lead = dense_offset(cfg.window)
+      outs, total = run_windows(
+        inputs, lambda k: np.arange(k - lead, k - lead + cfg.window), lambda n: n, compute,
+        cfg.batch_size, on_frame)
+      per_frame = outs  # per stream (T, D)
+    else:
+      start, kept = fast_layout(cfg.chunk, cfg.margin)
+      step = cfg.chunk - 2 * cfg.margin
+      per_chunk = step // 8
+
+      def needed(n: int) -> int:  # grid features 0, 8, ..., covering frame n - 1
+        return -(-(n - 1) // 8) + 1
+
+      outs, total = run_windows(
+        inputs, lambda k: np.arange(start + k * step, start + k * step + cfg.chunk),
+        lambda n: -(-needed(n) // per_chunk), compute, cfg.batch_size, on_frame)
+      per_frame = []
+      for o in outs:  # (chunks, T', D)
+        grid = o[:, kept].reshape(-1, o.shape[-1])[:needed(total)]  # (G, D), centres 8g
+        t = np.arange(total)
+        lo = np.minimum(t // 8, grid.shape[0] - 1)
+        hi = np.minimum(lo + 1, grid.shape[0] - 1)
+        w = ((t - 8 * lo) / 8.0)[:, None]
+        per_frame.append((1.0 - w) * grid[lo] + w * grid[hi])  # (T, D)
+    if total == 0:
+      raise ValueError("no frames")
+    return np.concatenate(per_frame, axis=1).T.astype(np.float32)  # (D_total, T)
+
+  def extract(self, path: str | os.PathLike, progress: bool = False) -> np.ndarray:
+    """(2048, T) float32 features of one video (T = decoded frames).
+
+    Raises:
+      VideoError: the video cannot be decoded.
+    """
+    cfg = self.config
+    info = video_lib.video_info(path)
+    expected = video_lib.sample_indices(info.frames, info.fps, cfg.fps, cfg.max_frames).size
+    chunks = video_lib.iter_frames(path, fps=cfg.fps, short_side=cfg.resize_to, crop=cfg.size,
+                                   chunk_size=cfg.decode_chunk, max_frames=cfg.max_frames)
+    bar = None
+    if progress:
+      from tqdm import tqdm  # noqa: PLC0415
+      bar = tqdm(total=expected, unit="frame", desc=pathlib.Path(path).stem, leave=True)
+    try:
+      features = self.features_from_inputs(
+        self.frame_inputs(chunks), on_frame=(bar.update if bar else None))
+    finally:
+      if bar is not None:
+        bar.close()
+    return features
+
+
+# ---------------------------------------------------------------------------------------
+# Command line.
+
+
+def find_videos(path: str | os.PathLike) -> list[pathlib.Path]:
+  """Video files in a directory (sorted, by extension) or the file itself."""
+  path = pathlib.Path(path)
+  if path.is_file():
+    return [path]
+  if not path.is_dir():
+    raise FileNotFoundError(f"{path}: no such file or directory")
+  return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+
+
+def _save_atomic(array: np.ndarray, target: pathlib.Path) -> None:
+  tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+  try:
+    with open(tmp, "wb") as f:
+      np.save(f, array)
+    os.replace(tmp, target)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
+
+
+_RANDOM_REFUSAL = (
+  "no I3D weights given (--rgb-weights and --flow-weights). Features from randomly "
+  "initialised networks carry no information about the video and are useless for "
+  "training or evaluation; pass --random-weights explicitly to run anyway (pipeline tests "
+  "only). Pretrained weights: convert rgb_imagenet.pt / flow_imagenet.pt with "
+  "hhjax.models.i3d as in docs/I3D.md."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+    prog="python -m hhjax.extract",
+    description="Per-frame two-stream I3D features (2048, T) for the HHA300 manual layout.")
+  p.add_argument("--videos", required=True, help="directory of videos (or one video file)")
+  p.add_argument("--out", required=True, help="output root; features go to <out>/features/")
+  p.add_argument("--rgb-weights", help="RGB I3D checkpoint (.npz, or .pt with torch)")
+  p.add_argument("--flow-weights", help="flow I3D checkpoint (.npz, or .pt with torch)")
+  p.add_argument("--random-weights", action="store_true",
+                 help="use seeded random weights for missing streams (testing only)")
+  p.add_argument("--seed", type=int, default=0, help="seed of --random-weights")
+  p.add_argument("--mode", choices=("dense", "fast"), default="dense")
+  p.add_argument("--window", type=int, default=21, help="dense: window length (>= 9)")
+  p.add_argument("--chunk", type=int, default=64, help="fast: chunk length (multiple of 8)")
+  p.add_argument("--margin", type=int, default=16, help="fast: context frames per chunk side")
+  p.add_argument("--batch-size", type=int, default=4, help="windows or chunks per network call")
+  p.add_argument("--max-frames", type=int, help="only the first N sampled frames of each video")
+  p.add_argument("--fps", type=float, help="sampling rate (default: the video's own)")
+  p.add_argument("--size", type=int, default=224, help="centre crop side (>= 193)")
+  p.add_argument("--short-side", type=int,
+                 help="short side after resizing (default round(size * 8 / 7): 256 for 224)")
+  p.add_argument("--flow-size", type=int,
+                 help="compute TV-L1 at this side, then resize the flow to --size and scale "
+                      "its vectors (default: --size)")
+  p.add_argument("--flow-iterations", type=int, default=30, help="TV-L1 inner iterations")
+  p.add_argument("--flow-outer", type=int, default=10, help="TV-L1 outer iterations")
+  p.add_argument("--flow-warps", type=int, default=5, help="TV-L1 warps per level")
+  p.add_argument("--flow-scales", type=int, default=5, help="TV-L1 pyramid levels")
+  p.add_argument("--decode-chunk", type=int, default=32, help="frames decoded at a time")
+  p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  return p
+
+
+def _load_stream(path: str | None, in_channels: int, seed: int) -> tuple[dict, str]:
+  if path is None:
+    return random_variables(in_channels, seed), f"random (seed {seed})"
+  return i3d.load_pretrained(path, in_channels=in_channels), os.fspath(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Command-line entry point; returns the exit status (0 ok, 1 some videos failed)."""
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if (args.rgb_weights is None or args.flow_weights is None) and not args.random_weights:
+    parser.error(_RANDOM_REFUSAL)
+  try:
+    config = ExtractConfig(
+      mode=args.mode, window=args.window, chunk=args.chunk, margin=args.margin,
+      batch_size=args.batch_size, size=args.size, short_side=args.short_side, fps=args.fps,
+      max_frames=args.max_frames, flow_size=args.flow_size,
+      flow_iterations=args.flow_iterations, flow_outer=args.flow_outer,
+      flow_warps=args.flow_warps, flow_scales=args.flow_scales,
+      decode_chunk=args.decode_chunk)
+    videos = find_videos(args.videos)
+  except (ValueError, FileNotFoundError) as e:
+    parser.error(str(e))
+  if not videos:
+    print(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in {args.videos}", file=sys.stderr)
+    return 1
+  out_dir = pathlib.Path(args.out) / FEATURES_DIR
+  out_dir.mkdir(parents=True, exist_ok=True)
+
+  todo = [v for v in videos if not (out_dir / f"{v.stem}.npy").exists()]
+  skipped = len(videos) - len(todo)
+  if skipped:
+    print(f"skipping {skipped} video(s) whose features exist in {out_dir}", file=sys.stderr)
+  if not todo:
+    print(f"done: 0 extracted, {skipped} skipped, 0 failed", file=sys.stderr)
+    return 0
+  rgb_vars, rgb_src = _load_stream(args.rgb_weights, 3, args.seed)
+  flow_vars, flow_src = _load_stream(args.flow_weights, 2, args.seed + 1)
+  if args.random_weights and (args.rgb_weights is None or args.flow_weights is None):
+    print("WARNING: random weights in use; the features are for pipeline tests only",
+          file=sys.stderr)
+  print(f"rgb weights: {rgb_src}; flow weights: {flow_src}; mode {config.mode}; "
+        f"device {jax.devices()[0].device_kind}", file=sys.stderr)
+  extractor = FeatureExtractor(rgb_vars, flow_vars, config)
+
+  failures: list[tuple[pathlib.Path, str]] = []
+  done = 0
+  for path in todo:
+    target = out_dir / f"{path.stem}.npy"
+    start = time.perf_counter()
+    try:
+      features = extractor.extract(path, progress=not args.no_progress)
+      _save_atomic(features, target)
+    except video_lib.VideoError as e:
+      failures.append((path, str(e)))
+      print(f"ERROR {e}", file=sys.stderr)
+      continue
+    except Exception as e:  # keep going with the other videos
+      failures.append((path, f"{path}: {type(e).__name__}: {e}"))
+      print(f"ERROR {path}: {type(e).__name__}: {e}", file=sys.stderr)
+      continue
+    done += 1
+    seconds = time.perf_counter() - start
+    print(f"{path.name}: {features.shape} -> {target} ({features.shape[1] / seconds:.2f} "
+          f"frames/s)", file=sys.stderr)
+  print(f"done: {done} extracted, {skipped} skipped, {len(failures)} failed", file=sys.stderr)
+  if failures:
+    print(f"{len(failures)} video(s) failed:", file=sys.stderr)
+    for path, message in failures:
+      print(f"  {message}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
