@@ -60,10 +60,15 @@ def evaluate_checkpoint(config, workdir: str | pathlib.Path, split: str | None =
 
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file (ml_collections).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "The training workdir (holds checkpoints/).")
-flags.DEFINE_string("split", None, "Split to evaluate (default: config.dataset.eval_split).")
+
+
+def define_flags():
+  """Command-line flags (defined only when run as a program; see hhjax.train)."""
+  config_flags.DEFINE_config_file("config", None, "Config file (ml_collections).",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "The training workdir (holds checkpoints/).")
+  flags.DEFINE_string("split", None,
+                      "Split to evaluate (default: config.dataset.eval_split).")
 
 
 def main(argv):
@@ -75,5 +80,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

@@ -370,9 +370,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file (ml_collections).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and predictions go.")
+
+
+def define_flags():
+  """Command-line flags; defined only when run as a program, so that the library
+  modules can all be imported into one process."""
+  config_flags.DEFINE_config_file("config", None, "Config file (ml_collections).",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and predictions go.")
 
 
 def main(argv):
@@ -384,5 +389,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)
