@@ -1,0 +1,1 @@
+"""Array operations that are not models: TV-L1 optical flow."""
