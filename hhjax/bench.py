@@ -604,7 +604,8 @@ def softmax_max_length(memory_bytes: float, feature_dim: int, *, start: int = 10
   def fits(t):
     mem = memory_fn(t)
     probes.append(dict(record="probe", attention="softmax", length=t, memory_xla=mem,
-                       fits=mem <= memory_bytes))
+                       fits=mem <= memory_bytes,
+                       status="fits" if mem <= memory_bytes else "does not fit"))
     return mem <= memory_bytes
 
   lo, hi = 0, None
