@@ -9,10 +9,10 @@ from the rates; every timed call follows one warm-up call.
 
 Example (from the repository root):
 
-  python scripts/bench_extract.py --pairs 3 --batch-size 2
+  python scripts/bench_extract.py --pairs 5 --batch-size 2
 
-Frames come from a real clip (from frame --start, resized to short side 256, centre crop 224); random
-weights are used (speed does not depend on the values). Needs decord and
+Frames come from a real clip (from frame --start, resized to short side 256, centre
+crop 224); random weights are used (speed does not depend on the values). Needs decord and
 opencv-contrib-python-headless (the OpenCV column is skipped without it).
 """
 
