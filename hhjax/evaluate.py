@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 from absl import app, flags, logging
 import jax
@@ -76,7 +77,11 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.split)
+  with train_lib.user_errors():
+    try:
+      evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.split)
+    except FileNotFoundError as e:
+      sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

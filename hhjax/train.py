@@ -16,6 +16,7 @@ JSON object per logged step), `eval_results.json` and `predictions.jsonl` (per v
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -385,7 +386,25 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:   # Orbax and grain log every save at INFO
     logging.set_verbosity(logging.WARNING)
-  train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  with user_errors():
+    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+@contextlib.contextmanager
+def user_errors():
+  """Turns bad-input errors into a short message and exit status 1 (no traceback):
+  the message already names the file, field or video at fault."""
+  from hhjax.data import layout
+  try:
+    yield
+  except layout.LayoutError as e:
+    hint = ("\n(set the manual directory with --config.dataset.manual_dir=DIR)"
+            if "anual directory" in str(e) else "")
+    sys.exit(f"error: {e}{hint}")
+  except ValueError as e:
+    if not str(e).startswith("config."):
+      raise
+    sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -169,3 +169,12 @@ def test_bad_config_value_names_the_field(tiny, tmp_path):
   tiny.batch_size = 3
   with pytest.raises(ValueError, match="config.batch_size"):
     train_lib.train_and_evaluate(tiny, tmp_path)
+
+
+def test_missing_manual_directory_is_named_without_traceback(tmp_path):
+  res = _run_cli(["--config", "configs/hha300.py", "--workdir", str(tmp_path / "w"),
+                  f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+                  f"--config.dataset.manual_dir={tmp_path / 'absent'}"])
+  assert res.returncode == 1
+  assert str(tmp_path / "absent") in res.stderr and "manual_dir" in res.stderr
+  assert "Traceback" not in res.stderr
