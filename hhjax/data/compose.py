@@ -1,0 +1,495 @@
+"""Composing whole hand washes from single-step clips, at the feature level.
+
+Some public hand-washing sets (e.g. the Kaggle hand-wash videos listed in a `clips.csv`)
+hold one short clip per WHO step and person, not whole washes. This module cuts and
+joins the clips' per-frame features into full-wash sequences and writes them in the
+manual layout read by `hhjax.data.layout`, so they go through the same training and
+evaluation code as HHA300 or the synthetic set. No video is decoded here: the input is
+one (D, T) feature array per clip (MS-TCN convention, a column per frame), e.g.
+`features/<clip stem>.npy` written by a feature extractor.
+
+A composed wash of one person:
+
+* the WHO steps 1..6 come mostly in order; a neighbouring pair is swapped with
+  probability `swap_prob`;
+* each present step is a contiguous random part (at least `min_part` of its length) of
+  one of that person's clips for that step (one picked at random where the person has
+  several, e.g. left and right hand);
+* a step is left out with probability `skip_prob`, and always when the person has no
+  clip for it;
+* background (class 0) is a short random part of one of the person's wrist-rubbing clips
+  (`who_step` 0); it comes before the first and after the last step and, with
+  probability `gap_prob`, between two steps. A person without such clips gets none.
+
+Scores. The clips carry no quality grades, so the scores measure completeness only: a
+present step has attribute ES and counts 1, a left-out step has attribute NE and counts
+0, and the video score is the number of steps done (0..6). EN never occurs.
+
+Every wash records where each of its frame ranges came from (`Segment`), so the
+composition can be checked frame by frame.
+
+Entry points: `read_clips`, `load_clip_features`, `compose_washes`,
+`leave_people_out_folds`, `write_layout`.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import math
+import os
+import pathlib
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from hhjax.data import layout
+from hhjax.data.synthetic import CLASS_NAMES
+
+NUM_STEPS = layout.NUM_STEPS
+BACKGROUND = 0
+CLIP_COLUMNS = ("clip", "subject", "action", "who_step")
+# Attribute codes (indices into `layout.ATTRIBUTES`).
+NOT_DONE = layout.ATTRIBUTES.index("NE")
+DONE = layout.ATTRIBUTES.index("ES")
+
+PathLike = str | os.PathLike
+
+
+class ClipsError(ValueError):
+  """A clip list (or the features given for it) cannot be used."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+  """One single-step clip.
+
+  Attributes:
+    name: the clip's file name, e.g. "HandWash_002_A_01_G01.mp4".
+    subject: the person's id, e.g. "002".
+    action: the data set's action number.
+    who_step: WHO step 1..6, or 0 for background (e.g. wrist rubbing).
+    split: the split column of the list, "" if it has none.
+  """
+
+  name: str
+  subject: str
+  action: int
+  who_step: int
+  split: str = ""
+
+  @property
+  def stem(self) -> str:
+    """The file name without its suffix (the feature file is `<stem>.npy`)."""
+    return pathlib.PurePath(self.name).stem
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+  """A frame range of a wash and where it came from.
+
+  Attributes:
+    label: class index of these frames (0 background, 1..6 the steps).
+    clip: the source clip's name.
+    start: first source frame (inclusive).
+    end: last source frame (exclusive).
+    offset: the wash frame at which the range starts.
+  """
+
+  label: int
+  clip: str
+  start: int
+  end: int
+  offset: int
+
+  @property
+  def length(self) -> int:
+    """Number of frames."""
+    return self.end - self.start
+
+
+@dataclasses.dataclass(frozen=True)
+class Wash:
+  """One composed hand wash.
+
+  Attributes:
+    name: video id, "<subject>_wash<k>".
+    person: the subject id.
+    labels: (T,) int32 class index per frame.
+    features: (D, T) float32, the clips' parts concatenated along T.
+    segments: the frame ranges in order; together they cover 0..T-1.
+    step_order: the WHO steps performed, in the order done.
+    attributes: (6,) int32 per step, index into `layout.ATTRIBUTES` (NE or ES).
+    score: number of steps done.
+  """
+
+  name: str
+  person: str
+  labels: np.ndarray
+  features: np.ndarray
+  segments: tuple[Segment, ...]
+  step_order: tuple[int, ...]
+  attributes: np.ndarray
+  score: float
+
+  @property
+  def num_frames(self) -> int:
+    """T."""
+    return int(self.labels.shape[0])
+
+
+def read_clips(csv_path: PathLike) -> list[Clip]:
+  """Reads a clip list.
+
+  The header must hold `clip`, `subject`, `action` and `who_step` (any order); a `split`
+  column and other columns are allowed. Blank lines are skipped.
+
+  Args:
+    csv_path: the CSV file.
+
+  Returns:
+    The clips in file order.
+
+  Raises:
+    ClipsError: the file is missing or unreadable, the header lacks a column, or a row is
+      malformed (wrong column count, empty clip or subject, a non-integer action or
+      who_step, who_step outside 0..6, a repeated clip); the message names the file and
+      line.
+  """
+  path = pathlib.Path(csv_path)
+  try:
+    text = path.read_text(encoding="utf-8")
+  except (OSError, UnicodeDecodeError) as e:
+    raise ClipsError(f"{path}: cannot read the clip list ({e})") from e
+  reader = csv.reader(text.splitlines())
+  header = None
+  for row in reader:
+    if any(cell.strip() for cell in row):
+      header = [cell.strip() for cell in row]
+      break
+  if header is None:
+    raise ClipsError(f"{path}: empty file; expected the header {','.join(CLIP_COLUMNS)}")
+  missing = [c for c in CLIP_COLUMNS if c not in header]
+  if missing:
+    raise ClipsError(f"{path}:{reader.line_num}: header lacks column(s) {missing} "
+                     f"(got {','.join(header)})")
+  col = {name: header.index(name) for name in CLIP_COLUMNS + ("split",)
+         if name in header}
+  clips: list[Clip] = []
+  first_line: dict[str, int] = {}
+  for row in reader:
+    line = reader.line_num
+    if not any(cell.strip() for cell in row):
+      continue
+    where = f"{path}:{line}"
+    if len(row) != len(header):
+      raise ClipsError(f"{where}: expected {len(header)} columns ({','.join(header)}), "
+                       f"got {len(row)}")
+    cells = [cell.strip() for cell in row]
+    name, subject = cells[col["clip"]], cells[col["subject"]]
+    if not name:
+      raise ClipsError(f"{where}: empty clip name")
+    if "/" in subject or "\\" in subject or not subject:
+      raise ClipsError(f"{where}: subject {subject!r} is not a person id")
+    numbers = {}
+    for key in ("action", "who_step"):
+      try:
+        numbers[key] = int(cells[col[key]])
+      except ValueError:
+        raise ClipsError(
+            f"{where}: {key} {cells[col[key]]!r} is not an integer") from None
+    if not 0 <= numbers["who_step"] <= NUM_STEPS:
+      raise ClipsError(
+          f"{where}: who_step {numbers['who_step']} is not in 0..{NUM_STEPS}")
+    if name in first_line:
+      raise ClipsError(f"{where}: clip {name!r} repeats (first at line "
+                       f"{first_line[name]})")
+    first_line[name] = line
+    clips.append(Clip(name=name, subject=subject, action=numbers["action"],
+                      who_step=numbers["who_step"],
+                      split=cells[col["split"]] if "split" in col else ""))
+  return clips
+
+
+def load_clip_features(feature_dir: PathLike, clips: Sequence[Clip]
+                       ) -> dict[str, np.ndarray]:
+  """Loads `<feature_dir>/<clip stem>.npy` for every clip.
+
+  Args:
+    feature_dir: folder of (D, T) feature arrays.
+    clips: the clips.
+
+  Returns:
+    Clip stem -> (D, T) float32 array.
+
+  Raises:
+    ClipsError: naming every missing feature file.
+  """
+  root = pathlib.Path(feature_dir)
+  paths = [root / f"{c.stem}.npy" for c in clips]
+  missing = [p for p in paths if not p.is_file()]
+  if missing:
+    raise ClipsError(f"{len(missing)} feature file(s) not found: "
+                     + ", ".join(str(p) for p in missing))
+  return {c.stem: np.asarray(np.load(p, allow_pickle=False), np.float32)
+          for c, p in zip(clips, paths)}
+
+
+def _clip_features(clips: Sequence[Clip], features: Mapping[str, np.ndarray]
+                   ) -> dict[str, np.ndarray]:
+  """Clip name -> its (D, T) float32 features; checks presence, shape and D."""
+  found: dict[str, np.ndarray] = {}
+  problems = []
+  for clip in clips:
+    array = features.get(clip.stem, features.get(clip.name))
+    if array is None:
+      problems.append(f"no features for clip {clip.name!r} (key {clip.stem!r})")
+      continue
+    array = np.asarray(array, np.float32)
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+      problems.append(f"features of clip {clip.name!r} have shape {array.shape}, "
+                      "expected a non-empty (D, T)")
+      continue
+    found[clip.name] = array
+  dims = collections.Counter(a.shape[0] for a in found.values())
+  if len(dims) > 1:
+    common = dims.most_common(1)[0][0]
+    problems.append(f"feature arrays disagree on D (most have D={common}): "
+                    + ", ".join(f"{n} has D={a.shape[0]}" for n, a in found.items()
+                                if a.shape[0] != common))
+  if problems:
+    raise ClipsError("; ".join(problems))
+  return found
+
+
+def _random_part(rng: np.random.Generator, length: int, low: float, high: float
+                 ) -> tuple[int, int]:
+  """A random contiguous (start, end) of `ceil(f * length)` frames, f in [low, high]."""
+  shortest = min(length, max(1, math.ceil(low * length)))
+  longest = min(length, max(shortest, math.ceil(high * length)))
+  size = int(rng.integers(shortest, longest + 1))
+  start = int(rng.integers(0, length - size + 1))
+  return start, start + size
+
+
+def _step_order(rng: np.random.Generator, swap_prob: float) -> list[int]:
+  """Steps 1..6 in order, each neighbouring pair swapped with `swap_prob`.
+
+  A swapped step is not swapped again, so a step moves by one place at most.
+  """
+  order = list(range(1, NUM_STEPS + 1))
+  i = 0
+  while i < NUM_STEPS - 1:
+    if rng.random() < swap_prob:
+      order[i], order[i + 1] = order[i + 1], order[i]
+      i += 2
+    else:
+      i += 1
+  return order
+
+
+def _piece(rng: np.random.Generator, own: Mapping[int, Sequence[Clip]], label: int,
+           arrays: Mapping[str, np.ndarray], low: float, high: float
+           ) -> tuple[int, Clip, int, int] | None:
+  """A random part of one of the person's clips for `label`: (label, clip, start, end).
+
+  None when the person has no clip for `label`.
+  """
+  candidates = own.get(label)
+  if not candidates:
+    return None
+  clip = candidates[int(rng.integers(len(candidates)))]
+  start, end = _random_part(rng, arrays[clip.name].shape[1], low, high)
+  return label, clip, start, end
+
+
+def compose_washes(clips: Sequence[Clip], features: Mapping[str, np.ndarray], *,
+                   washes_per_person: int = 6, seed: int = 0, skip_prob: float = 0.15,
+                   swap_prob: float = 0.2, gap_prob: float = 0.4, min_part: float = 0.5,
+                   background_part: tuple[float, float] = (0.1, 0.3)) -> list[Wash]:
+  """Composes whole washes per person from single-step clips (see the module docstring).
+
+  Args:
+    clips: the clips (`read_clips`).
+    features: clip stem (or clip name) -> (D, T) features; every clip needs an entry.
+    washes_per_person: washes composed for each person.
+    seed: the random seed; the same inputs and seed give the same washes.
+    skip_prob: probability that a step the person has a clip for is left out.
+    swap_prob: probability that a neighbouring pair of steps is swapped.
+    gap_prob: probability of background between two consecutive present steps.
+    min_part: shortest part of a step clip used, as a fraction of its length.
+    background_part: (shortest, longest) part of a background clip used, as fractions
+      of its length.
+
+  Returns:
+    The washes, person by person (sorted ids), `washes_per_person` each. People with no
+    clip for any step get none. Every wash has at least one step: if all its steps came
+    out left out, one of them (picked at random) is put back.
+
+  Raises:
+    ClipsError: a clip has no features, or the features are not (D, T) with a common D.
+    ValueError: a probability or fraction is out of range.
+  """
+  for name, value in (("skip_prob", skip_prob), ("swap_prob", swap_prob),
+                      ("gap_prob", gap_prob)):
+    if not 0.0 <= value <= 1.0:
+      raise ValueError(f"{name} must be in [0, 1], got {value}")
+  if not 0.0 < min_part <= 1.0:
+    raise ValueError(f"min_part must be in (0, 1], got {min_part}")
+  low, high = background_part
+  if not 0.0 < low <= high <= 1.0:
+    raise ValueError(f"background_part must satisfy 0 < low <= high <= 1, got "
+                     f"{background_part}")
+  if washes_per_person < 0:
+    raise ValueError(f"washes_per_person must be >= 0, got {washes_per_person}")
+  arrays = _clip_features(clips, features)
+  by_person: dict[str, dict[int, list[Clip]]] = collections.defaultdict(
+      lambda: collections.defaultdict(list))
+  for clip in sorted(clips, key=lambda c: c.name):
+    by_person[clip.subject][clip.who_step].append(clip)
+
+  rng = np.random.default_rng(seed)
+  washes = []
+  for person in sorted(by_person):
+    own = by_person[person]
+    if not any(own.get(step) for step in range(1, NUM_STEPS + 1)):
+      continue
+    for k in range(washes_per_person):
+      order = _step_order(rng, swap_prob)
+      done = [s for s in order if own.get(s) and rng.random() >= skip_prob]
+      if not done:
+        available = [s for s in order if own.get(s)]
+        done = [available[int(rng.integers(len(available)))]]
+      pieces = [_piece(rng, own, BACKGROUND, arrays, low, high)]
+      for i, step in enumerate(done):
+        if i > 0 and rng.random() < gap_prob:
+          pieces.append(_piece(rng, own, BACKGROUND, arrays, low, high))
+        pieces.append(_piece(rng, own, step, arrays, min_part, 1.0))
+      pieces.append(_piece(rng, own, BACKGROUND, arrays, low, high))
+      pieces = [p for p in pieces if p is not None]
+
+      segments, offset = [], 0
+      for label, clip, start, end in pieces:
+        segments.append(Segment(label=label, clip=clip.name, start=start, end=end,
+                                offset=offset))
+        offset += end - start
+      labels = np.concatenate([np.full(s.length, s.label, np.int32) for s in segments])
+      feats = np.concatenate([arrays[s.clip][:, s.start:s.end] for s in segments],
+                             axis=1)
+      attributes = np.full(NUM_STEPS, NOT_DONE, np.int32)
+      attributes[np.asarray(done) - 1] = DONE
+      washes.append(Wash(name=f"{person}_wash{k}", person=person, labels=labels,
+                         features=np.ascontiguousarray(feats, np.float32),
+                         segments=tuple(segments), step_order=tuple(done),
+                         attributes=attributes, score=float(len(done))))
+  return washes
+
+
+def leave_people_out_folds(people: Sequence[str], num_folds: int
+                           ) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+  """Splits people into folds for leave-people-out cross-validation.
+
+  The sorted distinct people are dealt round-robin into `num_folds` test groups, so each
+  person is held out in exactly one fold and group sizes differ by one at most.
+
+  Args:
+    people: person ids (repeats are ignored).
+    num_folds: number of folds, 2..number of people.
+
+  Returns:
+    One (train_people, test_people) pair per fold, each sorted.
+
+  Raises:
+    ValueError: `num_folds` is below 2 or above the number of people.
+  """
+  distinct = sorted(set(people))
+  if not 2 <= num_folds <= len(distinct):
+    raise ValueError(f"num_folds must be in 2..{len(distinct)} (the number of people), "
+                     f"got {num_folds}")
+  folds = []
+  for k in range(num_folds):
+    test = tuple(distinct[k::num_folds])
+    train = tuple(p for p in distinct if p not in test)
+    folds.append((train, test))
+  return folds
+
+
+def _split_videos(washes: Sequence[Wash], people: Sequence[str], split: str
+                  ) -> list[str]:
+  chosen = set(people)
+  names = [w.name for w in washes if w.person in chosen]
+  if not names:
+    raise ValueError(f"split {split!r} would hold no washes (people {sorted(people)})")
+  return names
+
+
+def write_layout(out_dir: PathLike, washes: Sequence[Wash], folds=None, *,
+                 test_people: Sequence[str] | None = None) -> dict[str, list[str]]:
+  """Writes washes in the manual layout (`hhjax.data.layout`).
+
+  Files: `mapping.txt` (`CLASS_NAMES`), `groundTruth/<video>.txt`,
+  `features/<video>.npy` (D, T) float32, `scores.csv` (`video,score,step1..step6`) and
+  the split bundles, all split by person:
+
+  * with `test_people`: `splits/train.bundle` (everyone else) and `splits/test.bundle`;
+  * with `folds`: `splits/fold<k>_train.bundle` and `splits/fold<k>_test.bundle` for
+    k = 0, 1, ...
+
+  A wash is in several bundles when both are given, so check one train/test pair at a
+  time, e.g. `layout.validate_manual_dir(out_dir, splits=("fold0_train", "fold0_test"))`.
+
+  Args:
+    out_dir: the folder to write (created if needed).
+    washes: the washes (`compose_washes`).
+    folds: a number of folds (passed to `leave_people_out_folds` with the washes'
+      people), or a sequence of (train_people, test_people) pairs.
+    test_people: the people held out for `test.bundle`.
+
+  Returns:
+    Split name -> video ids, as written.
+
+  Raises:
+    ValueError: neither `folds` nor `test_people` is given, video ids repeat, a person
+      is in both sides of a split, or a split would be empty.
+  """
+  if folds is None and test_people is None:
+    raise ValueError("give test_people and/or folds to say how to split the washes")
+  names = [w.name for w in washes]
+  if len(set(names)) != len(names):
+    raise ValueError("wash names repeat")
+  people = sorted({w.person for w in washes})
+  splits: dict[str, list[str]] = {}
+  if test_people is not None:
+    held_out = set(test_people)
+    splits["train"] = _split_videos(washes, [p for p in people if p not in held_out],
+                                    "train")
+    splits["test"] = _split_videos(washes, sorted(held_out), "test")
+  if folds is not None:
+    if isinstance(folds, int):
+      folds = leave_people_out_folds(people, folds)
+    for k, (train, test) in enumerate(folds):
+      if set(train) & set(test):
+        raise ValueError(f"fold {k}: people {sorted(set(train) & set(test))} are in both "
+                         "train and test")
+      splits[f"fold{k}_train"] = _split_videos(washes, train, f"fold{k}_train")
+      splits[f"fold{k}_test"] = _split_videos(washes, test, f"fold{k}_test")
+
+  out = pathlib.Path(out_dir)
+  for sub in (layout.GROUND_TRUTH_DIR, layout.FEATURES_DIR, layout.SPLITS_DIR):
+    (out / sub).mkdir(parents=True, exist_ok=True)
+  (out / layout.MAPPING_FILE).write_text(
+      "".join(f"{i} {name}\n" for i, name in enumerate(CLASS_NAMES)))
+  rows = [",".join(layout.SCORE_COLUMNS)]
+  for wash in washes:
+    np.save(out / layout.FEATURES_DIR / f"{wash.name}.npy",
+            np.ascontiguousarray(wash.features, np.float32))
+    (out / layout.GROUND_TRUTH_DIR / f"{wash.name}.txt").write_text(
+        "".join(CLASS_NAMES[c] + "\n" for c in wash.labels))
+    rows.append(",".join([wash.name, f"{wash.score:g}"]
+                         + [layout.ATTRIBUTES[a] for a in wash.attributes]))
+  (out / layout.SCORES_FILE).write_text("\n".join(rows) + "\n")
+  for split, videos in splits.items():
+    (out / layout.SPLITS_DIR / f"{split}{layout.BUNDLE_SUFFIX}").write_text(
+        "".join(v + "\n" for v in videos))
+  return splits
