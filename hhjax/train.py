@@ -323,7 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   writer = MetricWriter(workdir)
   bar = _progress(config, start, config.num_train_steps)
-  pending, last_log, eval_metrics = [], time.time(), None
+  pending, last_log, eval_metrics, results = [], time.time(), None, []
   for step in range(start + 1, config.num_train_steps + 1):
     batch = next(loader)
     state, step_metrics = p_train_step(state, to_device(batch, mesh), key)
@@ -344,7 +344,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         bar.set_postfix(loss=f"{means['loss']:.3f}")
     ckpt.save(step, state, loader.get_state(), force=step == config.num_train_steps)
     if step % config.eval_every_steps == 0 or step == config.num_train_steps:
-      eval_metrics = summarize(predict(config, state.params, p_eval_step, test, mesh))
+      results = predict(config, state.params, p_eval_step, test, mesh)
+      eval_metrics = summarize(results)
       writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
       if bar is not None:
         bar.write(f"step {step}: " + reporting.format_metrics(eval_metrics))
@@ -352,8 +353,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     bar.close()
   ckpt.close()
 
-  results = predict(config, state.params, p_eval_step, test, mesh)
   if eval_metrics is None:   # resumed at the end: nothing left to train
+    results = predict(config, state.params, p_eval_step, test, mesh)
     eval_metrics = summarize(results)
   if jax.process_index() == 0:
     reporting.write_predictions(workdir / "predictions.jsonl", results)
