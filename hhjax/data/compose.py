@@ -163,11 +163,7 @@ def read_clips(csv_path: PathLike) -> list[Clip]:
   except (OSError, UnicodeDecodeError) as e:
     raise ClipsError(f"{path}: cannot read the clip list ({e})") from e
   reader = csv.reader(text.splitlines())
-  header = None
-  for row in reader:
-    if any(cell.strip() for cell in row):
-      header = [cell.strip() for cell in row]
-      break
+  header = layout.first_csv_row(reader)
   if header is None:
     raise ClipsError(f"{path}: empty file; expected the header {','.join(CLIP_COLUMNS)}")
   missing = [c for c in CLIP_COLUMNS if c not in header]

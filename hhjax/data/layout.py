@@ -241,6 +241,17 @@ def read_scores(path: PathLike) -> dict[str, VideoScores]:
   return rows
 
 
+def first_csv_row(reader) -> list[str] | None:
+  """The first non-blank row of a `csv.reader`, cells stripped; None if there is none.
+
+  The reader is left just after that row (`reader.line_num` is its line number).
+  """
+  for row in reader:
+    if any(cell.strip() for cell in row):
+      return [cell.strip() for cell in row]
+  return None
+
+
 def _parse_scores(path: pathlib.Path
                   ) -> tuple[dict[str, VideoScores], set[str] | None, list[str]]:
   """Parses scores.csv, collecting problems instead of raising.
@@ -251,11 +262,7 @@ def _parse_scores(path: pathlib.Path
   """
   text = _read_text(path)
   reader = csv.reader(text.splitlines())
-  header = None
-  for row in reader:
-    if any(cell.strip() for cell in row):
-      header = [cell.strip() for cell in row]
-      break
+  header = first_csv_row(reader)
   if header is None:
     return {}, None, [f"{path}: empty file; expected the header "
                        f"{','.join(SCORE_COLUMNS)}"]
