@@ -16,6 +16,7 @@ JSON object per logged step), `eval_results.json` and `predictions.jsonl` (per v
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -165,11 +166,17 @@ def check_config(config) -> None:
 
 @dataclasses.dataclass
 class SplitData:
-  """A split's data source with its lengths and video names (read once)."""
+  """A split's data source and, read once when it is opened, each video's length,
+  name, feature size and ground truth (so evaluation never re-reads the features)."""
 
   source: Any
   lengths: np.ndarray
   names: list[str]
+  raw_feature_dim: int
+  labels: list[np.ndarray]
+  scores: np.ndarray
+  step_scores: np.ndarray
+  attributes: np.ndarray
 
 
 def load_split(config, split: str) -> SplitData:
@@ -188,18 +195,27 @@ def load_split(config, split: str) -> SplitData:
                                 manual_dir=config.dataset.manual_dir or None)
   finally:
     logging.set_verbosity(previous)
-  lengths, names = [], []
+  # One pass, one example at a time, keeping only the small fields (not features).
+  small = collections.defaultdict(list)
+  dim = 0
   for i in range(len(source)):
     ex = source[i]
-    lengths.append(int(ex["num_frames"]))
+    dim = int(np.shape(ex["features"])[-1])
     name = ex["video"]
-    names.append(name.decode() if isinstance(name, bytes) else str(name))
-  return SplitData(source, np.asarray(lengths), names)
+    small["names"].append(name.decode() if isinstance(name, bytes) else str(name))
+    small["lengths"].append(int(ex["num_frames"]))
+    for key in ("labels", "score", "step_scores", "attributes"):
+      small[key].append(np.asarray(ex[key]))
+  return SplitData(
+      source=source, lengths=np.array(small["lengths"]), names=small["names"],
+      raw_feature_dim=dim, labels=small["labels"], scores=np.array(small["score"]),
+      step_scores=np.array(small["step_scores"]), attributes=np.array(small["attributes"]))
 
 
 def feature_dim(config, data: SplitData) -> int:
-  return pipeline.select_streams(np.asarray(data.source[0]["features"][:1]),
-                                 config.dataset.streams).shape[-1]
+  """Input size of the model: the raw feature size, halved for one stream."""
+  probe = np.zeros((1, data.raw_feature_dim), np.float32)
+  return pipeline.select_streams(probe, config.dataset.streams).shape[-1]
 
 
 def predict(config, params, p_eval_step, data: SplitData, mesh) -> list[dict]:
@@ -229,11 +245,11 @@ def predict(config, params, p_eval_step, data: SplitData, mesh) -> list[dict]:
           video_score=float(out["video_score"][r])))
   results.sort(key=lambda r: r["index"])
   for r in results:
-    ex = data.source[r["index"]]
-    r["gt_labels"] = np.asarray(ex["labels"])
-    r["gt_score"] = float(ex["score"])
-    r["gt_step_scores"] = np.asarray(ex["step_scores"])
-    r["gt_attributes"] = np.asarray(ex["attributes"])
+    i = r["index"]
+    r["gt_labels"] = data.labels[i]
+    r["gt_score"] = float(data.scores[i])
+    r["gt_step_scores"] = data.step_scores[i]
+    r["gt_attributes"] = data.attributes[i]
   return results
 
 
