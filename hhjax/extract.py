@@ -1,7 +1,13 @@
-"""Two-stream I3D features per frame (RGB + TV-L1 flow) for the HHA300 manual layout.
+"""Per-frame features for the HHA300 manual layout: two-stream I3D, or hand pose.
 
     python -m hhjax.extract --videos DIR --out DIR \\
         --rgb-weights weights/i3d_rgb_imagenet.npz --flow-weights weights/i3d_flow_imagenet.npz
+    python -m hhjax.extract --stream handpose --videos DIR --out DIR
+
+The second form writes the MediaPipe hand-pose stream instead, (212, T) per video; its
+layout is in `hhjax.handpose` (needs `pip install "hhjax[handpose]"`). Everything below
+is about the default `--stream i3d`; resuming, atomic writes and failure reports are the
+same for both.
 
 writes `<out>/features/<video>.npy`, a (2048, T) float32 array with one column per decoded
 frame (MS-TCN convention): rows 0-1023 are the RGB stream's Mixed_5c features, rows
@@ -71,6 +77,7 @@ __all__ = [
   "run_windows",
 ]
 
+STREAMS = ("i3d", "handpose")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 FEATURE_DIM = i3d.FEATURE_DIM  # per stream
 FEATURES_DIR = "features"
@@ -464,28 +471,37 @@ class FeatureExtractor:
       raise ValueError("no frames")
     return np.concatenate(per_frame, axis=1).T.astype(np.float32)  # (D_total, T)
 
-  def extract(self, path: str | os.PathLike, progress: bool = False) -> np.ndarray:
+  def expected_frames(self, path: str | os.PathLike) -> int:
+    """T that `extract(path)` will return."""
+    cfg = self.config
+    info = video_lib.video_info(path)
+    return int(video_lib.sample_indices(info.frames, info.fps, cfg.fps, cfg.max_frames).size)
+
+  def extract(self, path: str | os.PathLike, on_frame: Callable[[], None] | None = None
+              ) -> np.ndarray:
     """(2048, T) float32 features of one video (T = decoded frames).
+
+    Args:
+      path: the video.
+      on_frame: progress callback, once per frame.
 
     Raises:
       VideoError: the video cannot be decoded.
     """
     cfg = self.config
-    info = video_lib.video_info(path)
-    expected = video_lib.sample_indices(info.frames, info.fps, cfg.fps, cfg.max_frames).size
     chunks = video_lib.iter_frames(path, fps=cfg.fps, short_side=cfg.resize_to, crop=cfg.size,
                                    chunk_size=cfg.decode_chunk, max_frames=cfg.max_frames)
-    bar = None
-    if progress:
-      from tqdm import tqdm  # noqa: PLC0415
-      bar = tqdm(total=expected, unit="frame", desc=pathlib.Path(path).stem, leave=True)
-    try:
-      features = self.features_from_inputs(
-        self.frame_inputs(chunks), on_frame=(bar.update if bar else None))
-    finally:
-      if bar is not None:
-        bar.close()
-    return features
+    return self.features_from_inputs(self.frame_inputs(chunks), on_frame=on_frame)
+
+
+def extract_with_progress(extractor, path: pathlib.Path, progress: bool) -> np.ndarray:
+  """`extractor.extract(path)` with a per-frame tqdm bar when `progress` is true."""
+  if not progress:
+    return extractor.extract(path)
+  from tqdm import tqdm  # noqa: PLC0415
+  with tqdm(total=extractor.expected_frames(path), unit="frame", desc=path.stem,
+            leave=True) as bar:
+    return extractor.extract(path, on_frame=bar.update)
 
 
 # ---------------------------------------------------------------------------------------
@@ -525,9 +541,19 @@ _RANDOM_REFUSAL = (
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
     prog="python -m hhjax.extract",
-    description="Per-frame two-stream I3D features (2048, T) for the HHA300 manual layout.")
+    description="Per-frame features for the HHA300 manual layout: two-stream I3D "
+                "(2048, T) or MediaPipe hand pose (212, T).")
   p.add_argument("--videos", required=True, help="directory of videos (or one video file)")
   p.add_argument("--out", required=True, help="output root; features go to <out>/features/")
+  p.add_argument("--stream", choices=STREAMS, default="i3d",
+                 help="i3d: RGB + TV-L1 flow I3D features (needs weights); handpose: "
+                      "MediaPipe hand landmarks (needs hhjax[handpose]; see "
+                      "hhjax.handpose for the layout)")
+  p.add_argument("--hand-model", type=int, choices=(0, 1), default=1,
+                 help="handpose: MediaPipe landmark model, 0 lite or 1 full")
+  p.add_argument("--workers", type=int, default=1,
+                 help="handpose: videos processed at once, one process each (MediaPipe "
+                      "uses about one CPU core per video)")
   p.add_argument("--rgb-weights", help="RGB I3D checkpoint (.npz, or .pt with torch)")
   p.add_argument("--flow-weights", help="flow I3D checkpoint (.npz, or .pt with torch)")
   p.add_argument("--random-weights", action="store_true",
@@ -565,8 +591,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   """Command-line entry point; returns the exit status (0 ok, 1 some videos failed)."""
   parser = build_parser()
   args = parser.parse_args(argv)
-  if (args.rgb_weights is None or args.flow_weights is None) and not args.random_weights:
-    parser.error(_RANDOM_REFUSAL)
+  if args.stream == "handpose":
+    given = [f for f in ("rgb_weights", "flow_weights") if getattr(args, f)]
+    if given or args.random_weights:
+      parser.error("--rgb-weights, --flow-weights and --random-weights are for --stream "
+                   "i3d; the handpose stream uses MediaPipe's own models")
+  else:
+    if args.workers != 1:
+      parser.error("--workers is for --stream handpose (I3D uses every core in one "
+                   "process)")
+    if (args.rgb_weights is None or args.flow_weights is None) and not args.random_weights:
+      parser.error(_RANDOM_REFUSAL)
+  if args.workers < 1:
+    parser.error(f"--workers must be >= 1, got {args.workers}")
   try:
     config = ExtractConfig(
       mode=args.mode, window=args.window, chunk=args.chunk, margin=args.margin,
@@ -591,36 +628,47 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not todo:
     print(f"done: 0 extracted, {skipped} skipped, 0 failed", file=sys.stderr)
     return 0
-  rgb_vars, rgb_src = _load_stream(args.rgb_weights, 3, args.seed)
-  flow_vars, flow_src = _load_stream(args.flow_weights, 2, args.seed + 1)
-  if args.random_weights and (args.rgb_weights is None or args.flow_weights is None):
-    print("WARNING: random weights in use; the features are for pipeline tests only",
-          file=sys.stderr)
-  print(f"rgb weights: {rgb_src}; flow weights: {flow_src}; mode {config.mode}; "
-        f"device {jax.devices()[0].device_kind}", file=sys.stderr)
-  extractor = FeatureExtractor(rgb_vars, flow_vars, config)
+  if args.stream == "handpose":
+    from hhjax import handpose  # noqa: PLC0415
+    try:
+      extractor = handpose.HandPoseExtractor(
+        model_complexity=args.hand_model, fps=args.fps, max_frames=args.max_frames,
+        decode_chunk=args.decode_chunk)
+    except ImportError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 1
+    print(f"stream handpose: MediaPipe Hands (model {args.hand_model}), "
+          f"{handpose.FEATURE_DIM} values per frame", file=sys.stderr)
+  else:
+    rgb_vars, rgb_src = _load_stream(args.rgb_weights, 3, args.seed)
+    flow_vars, flow_src = _load_stream(args.flow_weights, 2, args.seed + 1)
+    if args.random_weights and (args.rgb_weights is None or args.flow_weights is None):
+      print("WARNING: random weights in use; the features are for pipeline tests only",
+            file=sys.stderr)
+    print(f"rgb weights: {rgb_src}; flow weights: {flow_src}; mode {config.mode}; "
+          f"device {jax.devices()[0].device_kind}", file=sys.stderr)
+    extractor = FeatureExtractor(rgb_vars, flow_vars, config)
 
   failures: list[tuple[pathlib.Path, str]] = []
-  done = 0
-  for path in todo:
-    target = out_dir / f"{path.stem}.npy"
-    start = time.perf_counter()
-    try:
-      features = extractor.extract(path, progress=not args.no_progress)
-      _save_atomic(features, target)
-    except video_lib.VideoError as e:
-      failures.append((path, str(e)))
-      print(f"ERROR {e}", file=sys.stderr)
-      continue
-    except Exception as e:  # keep going with the other videos
-      failures.append((path, f"{path}: {type(e).__name__}: {e}"))
-      print(f"ERROR {path}: {type(e).__name__}: {e}", file=sys.stderr)
-      continue
-    done += 1
-    seconds = time.perf_counter() - start
-    print(f"{path.name}: {features.shape} -> {target} ({features.shape[1] / seconds:.2f} "
-          f"frames/s)", file=sys.stderr)
-  print(f"done: {done} extracted, {skipped} skipped, {len(failures)} failed", file=sys.stderr)
+  done, frames, wall = 0, 0, time.perf_counter()
+  if args.workers > 1:
+    import multiprocessing  # noqa: PLC0415
+    pool = multiprocessing.get_context("spawn").Pool(
+      min(args.workers, len(todo)), initializer=_init_worker,
+      initargs=(dict(model_complexity=args.hand_model, fps=args.fps,
+                     max_frames=args.max_frames, decode_chunk=args.decode_chunk),))
+    with pool:
+      outcomes = pool.imap_unordered(_worker_extract, [(p, out_dir) for p in todo])
+      for outcome in outcomes:
+        done, frames = _report(outcome, failures, done, frames)
+  else:
+    for path in todo:
+      outcome = _extract_one(extractor, path, out_dir, not args.no_progress)
+      done, frames = _report(outcome, failures, done, frames)
+  wall = time.perf_counter() - wall
+  speed = f", {frames} frames in {wall:.0f} s: {frames / wall:.2f} frames/s" if done else ""
+  print(f"done: {done} extracted, {skipped} skipped, {len(failures)} failed{speed}",
+        file=sys.stderr)
   if failures:
     print(f"{len(failures)} video(s) failed:", file=sys.stderr)
     for path, message in failures:
@@ -628,6 +676,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
   return 0
 
+
+def _extract_one(extractor, path: pathlib.Path, out_dir: pathlib.Path, progress: bool):
+  """Extracts and saves one video: (path, T, seconds, None) or (path, 0, 0, error)."""
+  start = time.perf_counter()
+  try:
+    features = extract_with_progress(extractor, path, progress)
+    _save_atomic(features, out_dir / f"{path.stem}.npy")
+  except video_lib.VideoError as e:
+    return path, 0, 0.0, str(e)
+  except Exception as e:  # keep going with the other videos
+    return path, 0, 0.0, f"{path}: {type(e).__name__}: {e}"
+  return path, features.shape[1], time.perf_counter() - start, None
+
+
+def _report(outcome, failures: list, done: int, frames: int) -> tuple[int, int]:
+  """Prints one video's outcome; returns the updated (done, frames) counts."""
+  path, count, seconds, error = outcome
+  if error is not None:
+    failures.append((path, error))
+    print(f"ERROR {error}", file=sys.stderr)
+    return done, frames
+  print(f"{path.name}: {count} frames ({count / max(seconds, 1e-9):.2f} frames/s)",
+        file=sys.stderr)
+  return done + 1, frames + count
+
+
+_WORKER_EXTRACTOR = None
+
+
+def _init_worker(kwargs: dict) -> None:
+  global _WORKER_EXTRACTOR
+  from hhjax import handpose  # noqa: PLC0415
+  _WORKER_EXTRACTOR = handpose.HandPoseExtractor(**kwargs)
+
+
+def _worker_extract(job):
+  path, out_dir = job
+  return _extract_one(_WORKER_EXTRACTOR, path, out_dir, False)
 
 if __name__ == "__main__":
   sys.exit(main())
