@@ -165,36 +165,49 @@ def test_missing_features_and_bad_arguments():
 
 def test_leave_people_out_folds():
   people = ["p3", "p1", "p2", "p5", "p4", "p1"]
-  folds = compose.leave_people_out_folds(people, 3)
-  assert len(folds) == 3
-  held_out = [p for _, test in folds for p in test]
-  assert sorted(held_out) == ["p1", "p2", "p3", "p4", "p5"]
-  for train, test in folds:
-    assert not set(train) & set(test)
-    assert set(train) | set(test) == set(people) and test
+  groups = compose.leave_people_out_folds(people, 3)
+  assert groups == [("p1", "p4"), ("p2", "p5"), ("p3",)]
   with pytest.raises(ValueError, match="num_folds"):
     compose.leave_people_out_folds(people, 6)
+  assert compose.fold_split_names(4, 1) == ("fold0+fold2+fold3", "fold1")
+  with pytest.raises(ValueError, match="fold"):
+    compose.fold_split_names(4, 4)
+
+
+def test_written_folds_keep_people_apart(fake, tmp_path):
+  _, _, washes = fake
+  splits = compose.write_layout(tmp_path, washes, folds=3)
+  assert set(splits) == {"fold0", "fold1", "fold2"}
+  assert layout.list_splits(tmp_path) == ("fold0", "fold1", "fold2")
+  # All fold bundles checked together: the checker refuses a video in two splits.
+  summary = layout.validate_manual_dir(tmp_path, splits=list(splits), num_classes=7)
+  person = {w.name: w.person for w in washes}
+  groups = [{person[v] for v in summary.splits[f"fold{k}"]} for k in range(3)]
+  assert groups == [{"a"}, {"b"}, {"c"}]
+  for k in range(3):
+    train_expr, test_expr = compose.fold_split_names(3, k)
+    train_people = set().union(*(groups[int(name[4:])] for name in train_expr.split("+")))
+    test_people = groups[int(test_expr[4:])]
+    assert not train_people & test_people
+    assert train_people | test_people == {"a", "b", "c"}
+  assert sorted(v for s in splits.values() for v in s) == sorted(person)
+  with pytest.raises(ValueError, match="folds 0 and 1"):
+    compose.write_layout(tmp_path / "x", washes, folds=[("a",), ("a", "b"), ("c",)])
+  with pytest.raises(ValueError, match="in no fold"):
+    compose.write_layout(tmp_path / "y", washes, folds=[("a",), ("b",)])
+  with pytest.raises(ValueError, match="exactly one"):
+    compose.write_layout(tmp_path / "z", washes, folds=3, test_people=["c"])
 
 
 def test_written_layout_reads_back(fake, tmp_path):
   _, _, washes = fake
-  splits = compose.write_layout(tmp_path, washes, folds=3, test_people=["c"])
-  fold_splits = [f"fold{k}_{side}" for k in range(3) for side in ("train", "test")]
-  assert set(splits) == {"train", "test", *fold_splits}
-  # A video may be in one split of a checked set only, so each pair is checked alone.
+  splits = compose.write_layout(tmp_path, washes, test_people=["c"])
+  assert set(splits) == {"train", "test"}
   summary = layout.validate_manual_dir(tmp_path, splits=["train", "test"], num_classes=7)
   assert summary.feature_dim == D
   person = {w.name: w.person for w in washes}
   assert {person[v] for v in summary.splits["test"]} == {"c"}
-  held_out = []
-  for k in range(3):
-    pair = layout.validate_manual_dir(tmp_path, splits=[f"fold{k}_train",
-                                                        f"fold{k}_test"])
-    train = {person[v] for v in pair.splits[f"fold{k}_train"]}
-    test = {person[v] for v in pair.splits[f"fold{k}_test"]}
-    assert not train & test and train | test == {"a", "b", "c"}
-    held_out += sorted(test)
-  assert sorted(held_out) == ["a", "b", "c"]
+  assert {person[v] for v in summary.splits["train"]} == {"a", "b"}
   by_name = {w.name: w for w in washes}
   seen = []
   for split in ("train", "test"):
@@ -208,6 +221,37 @@ def test_written_layout_reads_back(fake, tmp_path):
   assert sorted(seen) == sorted(by_name)
   with pytest.raises(ValueError, match="no washes"):
     compose.write_layout(tmp_path / "x", washes, test_people=["nobody"])
+
+
+def test_command_writes_folds_and_refuses_to_overwrite(tmp_path, capsys):
+  clips, features = _fake_clips()
+  csv_path = tmp_path / "clips.csv"
+  csv_path.write_text("clip,subject,action,who_step\n" + "".join(
+      f"{c.name},{c.subject},{c.action},{c.who_step}\n" for c in clips))
+  feature_dir = tmp_path / "clip_features"
+  feature_dir.mkdir()
+  for stem, array in features.items():
+    np.save(feature_dir / f"{stem}.npy", array)
+  out = tmp_path / "layout"
+  argv = ["--clips", str(csv_path), "--features", str(feature_dir), "--out", str(out),
+          "--folds", "3", "--washes-per-person", "4", "--seed", "5"]
+  assert compose.main(argv) == 0
+  printed = capsys.readouterr().out
+  assert "12 washes of 3 people from 19 clips" in printed
+  assert "fold2: 4 washes of people c" in printed
+  expected = compose.compose_washes(clips, features, washes_per_person=4, seed=5)
+  for wash in expected:
+    np.testing.assert_array_equal(np.load(out / "features" / f"{wash.name}.npy"),
+                                  wash.features)
+  assert compose.main(argv) == 1
+  assert "--overwrite" in capsys.readouterr().err
+  (out / "tfds").mkdir()
+  assert compose.main(argv + ["--overwrite", "--washes-per-person", "2"]) == 0
+  assert not (out / "tfds").exists()
+  assert len(list((out / "features").iterdir())) == 6
+  np.save(feature_dir / f"{clips[0].stem}.npy", np.zeros((D + 1, 5), np.float32))
+  assert compose.main(argv + ["--overwrite"]) == 1
+  assert "disagree on D" in capsys.readouterr().err
 
 
 def test_real_clip_list():

@@ -29,7 +29,13 @@ Every wash records where each of its frame ranges came from (`Segment`), so the
 composition can be checked frame by frame.
 
 Entry points: `read_clips`, `load_clip_features`, `compose_washes`,
-`leave_people_out_folds`, `write_layout`.
+`leave_people_out_folds`, `write_layout`, and the command
+
+    python -m hhjax.data.compose --clips DIR/clips.csv --features OUT/features \\
+        --out DIR --folds 4
+
+which writes the manual layout with one split bundle per fold (`fold0` ... `fold3`),
+ready for the `hha300/handwash` builder config and `python -m hhjax.crossval`.
 """
 
 from __future__ import annotations
@@ -55,6 +61,9 @@ NOT_DONE = layout.ATTRIBUTES.index("NE")
 DONE = layout.ATTRIBUTES.index("ES")
 
 PathLike = str | os.PathLike
+# Where `python -m hhjax.crossval` keeps the TFDS build of a composed layout, inside it,
+# so that composing afresh (`--overwrite`) also discards the stale build.
+TFDS_DIR = "tfds"
 
 
 class ClipsError(ValueError):
@@ -383,18 +392,19 @@ def compose_washes(clips: Sequence[Clip], features: Mapping[str, np.ndarray], *,
 
 
 def leave_people_out_folds(people: Sequence[str], num_folds: int
-                           ) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
-  """Splits people into folds for leave-people-out cross-validation.
+                           ) -> list[tuple[str, ...]]:
+  """Splits people into disjoint groups for leave-people-out cross-validation.
 
-  The sorted distinct people are dealt round-robin into `num_folds` test groups, so each
-  person is held out in exactly one fold and group sizes differ by one at most.
+  The sorted distinct people are dealt round-robin into `num_folds` groups, so each
+  person is held out in exactly one fold and group sizes differ by one at most. Fold k
+  tests on group k and trains on every other group.
 
   Args:
     people: person ids (repeats are ignored).
     num_folds: number of folds, 2..number of people.
 
   Returns:
-    One (train_people, test_people) pair per fold, each sorted.
+    The held-out people of each fold, each group sorted.
 
   Raises:
     ValueError: `num_folds` is below 2 or above the number of people.
@@ -403,12 +413,20 @@ def leave_people_out_folds(people: Sequence[str], num_folds: int
   if not 2 <= num_folds <= len(distinct):
     raise ValueError(f"num_folds must be in 2..{len(distinct)} (the number of people), "
                      f"got {num_folds}")
-  folds = []
-  for k in range(num_folds):
-    test = tuple(distinct[k::num_folds])
-    train = tuple(p for p in distinct if p not in test)
-    folds.append((train, test))
-  return folds
+  return [tuple(distinct[k::num_folds]) for k in range(num_folds)]
+
+
+def fold_split_names(num_folds: int, fold: int) -> tuple[str, str]:
+  """(train, test) TFDS split expressions of one fold of a layout with fold bundles.
+
+  Fold k tests on `fold<k>` and trains on all the other folds, e.g. for 4 folds and
+  k = 1: ("fold0+fold2+fold3", "fold1"). The groups are disjoint, so no person is on
+  both sides.
+  """
+  if not 0 <= fold < num_folds:
+    raise ValueError(f"fold must be in 0..{num_folds - 1}, got {fold}")
+  train = "+".join(f"fold{j}" for j in range(num_folds) if j != fold)
+  return train, f"fold{fold}"
 
 
 def _split_videos(washes: Sequence[Wash], people: Sequence[str], split: str
@@ -426,31 +444,31 @@ def write_layout(out_dir: PathLike, washes: Sequence[Wash], folds=None, *,
 
   Files: `mapping.txt` (`CLASS_NAMES`), `groundTruth/<video>.txt`,
   `features/<video>.npy` (D, T) float32, `scores.csv` (`video,score,step1..step6`) and
-  the split bundles, all split by person:
+  the split bundles, split by person, in one of two ways:
 
-  * with `test_people`: `splits/train.bundle` (everyone else) and `splits/test.bundle`;
-  * with `folds`: `splits/fold<k>_train.bundle` and `splits/fold<k>_test.bundle` for
-    k = 0, 1, ...
-
-  A wash is in several bundles when both are given, so check one train/test pair at a
-  time, e.g. `layout.validate_manual_dir(out_dir, splits=("fold0_train", "fold0_test"))`.
+  * `folds`: `splits/fold<k>.bundle`, the washes of the people held out in fold k,
+    k = 0, 1, ...; the bundles are disjoint and together hold every wash. Fold k trains
+    on the others (`fold_split_names`), so each wash is stored once.
+  * `test_people`: `splits/test.bundle` (their washes) and `splits/train.bundle`
+    (everyone else's).
 
   Args:
     out_dir: the folder to write (created if needed).
     washes: the washes (`compose_washes`).
-    folds: a number of folds (passed to `leave_people_out_folds` with the washes'
-      people), or a sequence of (train_people, test_people) pairs.
+    folds: a number of folds (`leave_people_out_folds` over the washes' people), or a
+      sequence of disjoint groups of people, one per fold.
     test_people: the people held out for `test.bundle`.
 
   Returns:
     Split name -> video ids, as written.
 
   Raises:
-    ValueError: neither `folds` nor `test_people` is given, video ids repeat, a person
-      is in both sides of a split, or a split would be empty.
+    ValueError: not exactly one of `folds` and `test_people` is given, video ids
+      repeat, fold groups share a person or leave one out, or a split would be empty.
   """
-  if folds is None and test_people is None:
-    raise ValueError("give test_people and/or folds to say how to split the washes")
+  if (folds is None) == (test_people is None):
+    raise ValueError("give exactly one of folds and test_people to say how to split the "
+                     "washes")
   names = [w.name for w in washes]
   if len(set(names)) != len(names):
     raise ValueError("wash names repeat")
@@ -461,15 +479,19 @@ def write_layout(out_dir: PathLike, washes: Sequence[Wash], folds=None, *,
     splits["train"] = _split_videos(washes, [p for p in people if p not in held_out],
                                     "train")
     splits["test"] = _split_videos(washes, sorted(held_out), "test")
-  if folds is not None:
+  else:
     if isinstance(folds, int):
       folds = leave_people_out_folds(people, folds)
-    for k, (train, test) in enumerate(folds):
-      if set(train) & set(test):
-        raise ValueError(f"fold {k}: people {sorted(set(train) & set(test))} are in both "
-                         "train and test")
-      splits[f"fold{k}_train"] = _split_videos(washes, train, f"fold{k}_train")
-      splits[f"fold{k}_test"] = _split_videos(washes, test, f"fold{k}_test")
+    seen: dict[str, int] = {}
+    for k, group in enumerate(folds):
+      for person in group:
+        if person in seen:
+          raise ValueError(f"person {person!r} is in folds {seen[person]} and {k}")
+        seen[person] = k
+      splits[f"fold{k}"] = _split_videos(washes, group, f"fold{k}")
+    left = [p for p in people if p not in seen]
+    if left:
+      raise ValueError(f"people {left} are in no fold")
 
   out = pathlib.Path(out_dir)
   for sub in (layout.GROUND_TRUTH_DIR, layout.FEATURES_DIR, layout.SPLITS_DIR):
@@ -489,3 +511,79 @@ def write_layout(out_dir: PathLike, washes: Sequence[Wash], folds=None, *,
     (out / layout.SPLITS_DIR / f"{split}{layout.BUNDLE_SUFFIX}").write_text(
         "".join(v + "\n" for v in videos))
   return splits
+
+
+# ---------------------------------------------------------------------------------------
+# Command line.
+
+
+def _parser():
+  import argparse  # noqa: PLC0415
+  p = argparse.ArgumentParser(
+      prog="python -m hhjax.data.compose",
+      description="Compose whole hand washes from single-step clips' per-frame features "
+                  "and write them in the manual layout, split by person.")
+  p.add_argument("--clips", required=True, help="clip list (clips.csv)")
+  p.add_argument("--features", required=True,
+                 help="folder of <clip stem>.npy (D, T) arrays, e.g. the features/ "
+                      "folder written by python -m hhjax.extract")
+  p.add_argument("--out", required=True, help="the manual directory to write")
+  p.add_argument("--folds", type=int, default=4,
+                 help="leave-people-out folds: splits/fold<k>.bundle per fold (default 4)")
+  p.add_argument("--test-people", help="comma-separated ids: write train/test bundles "
+                                       "instead of folds")
+  p.add_argument("--washes-per-person", type=int, default=10)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--skip-prob", type=float, default=0.15)
+  p.add_argument("--swap-prob", type=float, default=0.2)
+  p.add_argument("--gap-prob", type=float, default=0.4)
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace the layout files already in --out (and its tfds/ build)")
+  return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Command-line entry point; returns the exit status."""
+  import shutil  # noqa: PLC0415
+  import sys  # noqa: PLC0415
+  args = _parser().parse_args(argv)
+  out = pathlib.Path(args.out)
+  written = [out / name for name in (layout.GROUND_TRUTH_DIR, layout.FEATURES_DIR,
+                                     layout.SPLITS_DIR, layout.MAPPING_FILE,
+                                     layout.SCORES_FILE, TFDS_DIR)]
+  if any(p.exists() for p in written) and not args.overwrite:
+    print(f"error: {out} already holds a layout; pass --overwrite to replace it",
+          file=sys.stderr)
+    return 1
+  try:
+    clips = read_clips(args.clips)
+    features = load_clip_features(args.features, clips)
+    washes = compose_washes(clips, features, washes_per_person=args.washes_per_person,
+                            seed=args.seed, skip_prob=args.skip_prob,
+                            swap_prob=args.swap_prob, gap_prob=args.gap_prob)
+    for path in written:
+      if path.is_dir():
+        shutil.rmtree(path)
+      elif path.exists():
+        path.unlink()
+    if args.test_people:
+      splits = write_layout(out, washes, test_people=args.test_people.split(","))
+    else:
+      splits = write_layout(out, washes, folds=args.folds)
+  except (ClipsError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  person = {w.name: w.person for w in washes}
+  frames = sum(w.num_frames for w in washes)
+  left_out = float(np.mean([a == NOT_DONE for w in washes for a in w.attributes]))
+  print(f"{len(washes)} washes of {len({w.person for w in washes})} people from "
+        f"{len(clips)} clips: {frames} frames (D={washes[0].features.shape[0]}), "
+        f"{left_out:.0%} of steps left out; written to {out}")
+  for split, videos in splits.items():
+    people = sorted({person[v] for v in videos})
+    print(f"  {split}: {len(videos)} washes of people {', '.join(people)}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -19,7 +19,10 @@ Configs:
 
 * `features`: real data from a manual directory in the layout of `hhjax.data.layout`
   (pass it as `tfds.download.DownloadConfig(manual_dir=...)`, or `manual_dir=` to
-  `build`).
+  `build`), splits `train` and `test`.
+* `handwash`: the same, for washes composed from single-step clips by
+  `hhjax.data.compose`; every bundle in the folder becomes a split (`fold0`, `fold1`,
+  ...), and a fold trains on a sum of the others, e.g. `"fold1+fold2+fold3"`.
 * `synthetic`: HHA300-sized synthetic data (300 videos, 225 train / 75 test).
 * `synthetic_small`: the small demo set.
 
@@ -113,10 +116,13 @@ class Hha300Config(tfds.core.BuilderConfig):
     source: "manual" (read the manual directory) or "synthetic" (generate it).
     preset: for "synthetic", the key of `hhjax.data.synthetic.PRESETS` to generate;
       None for "manual".
+    splits: the split bundles to build; None: every bundle in the folder's `splits/`
+      (they must be disjoint, e.g. the `fold<k>` bundles of `hhjax.data.compose`).
   """
 
   source: str = "manual"
   preset: str | None = None
+  splits: tuple[str, ...] | None = SPLITS
 
   def __post_init__(self):
     if self.source not in _SOURCES:
@@ -137,13 +143,20 @@ class Hha300(tfds.core.GeneratorBasedBuilder):
   name = _NAME
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {
-      "1.0.0": "Initial release: features, synthetic and synthetic_small configs.",
+      "1.0.0": "Initial release: features, handwash, synthetic and synthetic_small "
+               "configs.",
   }
   BUILDER_CONFIGS = [
       Hha300Config(
           name="features",
           description="Real data: per-frame features read from the manual directory.",
           source="manual"),
+      Hha300Config(
+          name="handwash",
+          description="Whole washes composed from single-step clips by "
+                      "hhjax.data.compose, read from the manual directory; one split per "
+                      "bundle found (fold0, fold1, ... for cross-validation).",
+          source="manual", splits=None),
       Hha300Config(
           name="synthetic",
           description="Synthetic stand-in of HHA300's size (225 train / 75 test).",
@@ -238,11 +251,12 @@ class Hha300(tfds.core.GeneratorBasedBuilder):
     root = self._layout_dir(dl_manager)
     # Check everything (values included) before writing anything, so one run lists
     # every problem of the folder.
-    summary = layout.validate_manual_dir(root, SPLITS, num_classes=NUM_CLASSES)
+    splits = self.builder_config.splits or layout.list_splits(root)
+    summary = layout.validate_manual_dir(root, splits, num_classes=NUM_CLASSES)
     self.info.metadata["class_names"] = list(summary.class_names)
     self.info.metadata["attribute_names"] = list(layout.ATTRIBUTES)
     self.info.metadata["feature_dim"] = summary.feature_dim
-    return {split: self._generate_examples(root, split) for split in SPLITS}
+    return {split: self._generate_examples(root, split) for split in splits}
 
   def _generate_examples(self, root: pathlib.Path, split: str):
     yield from layout.iter_examples(root, split, num_classes=NUM_CLASSES)
@@ -252,7 +266,7 @@ def make_builder(config_name: str, data_dir: str | None = None) -> Hha300:
   """Returns the `hha300/<config_name>` builder (nothing is built yet).
 
   Args:
-    config_name: "features", "synthetic" or "synthetic_small".
+    config_name: "features", "handwash", "synthetic" or "synthetic_small".
     data_dir: TFDS data directory (TFDS's default, ~/tensorflow_datasets, if None).
 
   Raises:
@@ -269,9 +283,9 @@ def build(config_name: str, data_dir: str | None = None,
   """Builds `hha300/<config_name>` unless it is already there; returns its builder.
 
   Args:
-    config_name: "features", "synthetic" or "synthetic_small".
+    config_name: "features", "handwash", "synthetic" or "synthetic_small".
     data_dir: TFDS data directory (TFDS's default, ~/tensorflow_datasets, if None).
-    manual_dir: the manual directory; only for (and needed by) "features".
+    manual_dir: the manual directory; only for (and needed by) "features" and "handwash".
 
   Returns:
     The prepared builder; `builder.data_dir` is where the files are.
@@ -282,8 +296,8 @@ def build(config_name: str, data_dir: str | None = None,
   """
   builder = make_builder(config_name, data_dir)
   if manual_dir is not None and builder.builder_config.source != "manual":
-    raise ValueError(f"manual_dir applies only to hha300/features, not to "
-                     f"hha300/{config_name}")
+    raise ValueError(f"manual_dir applies only to the manual configs (features, "
+                     f"handwash), not to hha300/{config_name}")
   if not builder.is_prepared():
     if manual_dir is not None and not pathlib.Path(manual_dir).is_dir():
       raise layout.LayoutError(f"manual directory {manual_dir} does not exist "
@@ -298,8 +312,9 @@ def load_source(config_name: str, split: str, data_dir: str | None = None,
   """Random-access source for one split, building the data set first if needed.
 
   Args:
-    config_name: "features", "synthetic" or "synthetic_small".
-    split: "train" or "test" (or any TFDS split expression, e.g. "train[:10]").
+    config_name: "features", "handwash", "synthetic" or "synthetic_small".
+    split: "train" or "test" (or any TFDS split expression, e.g. "train[:10]" or
+      "fold1+fold2").
     data_dir: TFDS data directory (TFDS's default if None).
     manual_dir: the manual directory, for "features".
 

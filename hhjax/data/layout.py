@@ -637,6 +637,20 @@ def _scan(manual_dir: PathLike, splits: Sequence[str], num_classes: int | None,
   return scan, problems
 
 
+def list_splits(manual_dir: PathLike) -> tuple[str, ...]:
+  """Names of the split bundles in `<manual_dir>/splits/`, sorted.
+
+  Raises:
+    LayoutError: the folder has no `splits/` or no bundle in it.
+  """
+  folder = pathlib.Path(manual_dir) / SPLITS_DIR
+  names = sorted(p.name[:-len(BUNDLE_SUFFIX)] for p in folder.glob(f"*{BUNDLE_SUFFIX}")
+                 if p.is_file()) if folder.is_dir() else []
+  if not names:
+    raise LayoutError(f"no split bundles (*{BUNDLE_SUFFIX}) in {folder}")
+  return tuple(names)
+
+
 def validate_manual_dir(manual_dir: PathLike, splits: Sequence[str] = DEFAULT_SPLITS,
                         *, num_classes: int | None = None,
                         check_values: bool = True) -> LayoutSummary:
