@@ -26,9 +26,13 @@ def _videos(data, streams):
            np.asarray(ex["labels"]), float(ex["score"]))
 
 
-def per_frame_classifier(train, test, streams: str = "rgb+flow", *, frame_stride: int = 8,
-                         seed: int = 0) -> dict[str, float]:
-  """Segmentation metrics of a per-frame logistic regression."""
+def per_frame_predictions(train, test, streams: str = "rgb+flow", *,
+                          frame_stride: int = 8, seed: int = 0):
+  """Fits the per-frame logistic regression on `train`; returns its frame labels.
+
+  Returns:
+    `(train_preds, test_preds)`: one (T,) label array per video of each split.
+  """
   xs, ys = [], []
   for feats, labels, _ in _videos(train, streams):
     xs.append(feats[::frame_stride])
@@ -36,11 +40,16 @@ def per_frame_classifier(train, test, streams: str = "rgb+flow", *, frame_stride
   scaler = StandardScaler().fit(np.concatenate(xs))
   clf = LogisticRegression(C=0.1, max_iter=200, random_state=seed)
   clf.fit(scaler.transform(np.concatenate(xs)), np.concatenate(ys))
-  preds, gts = [], []
-  for feats, labels, _ in _videos(test, streams):
-    preds.append(clf.predict(scaler.transform(feats)))
-    gts.append(labels)
-  return metrics.segmentation_report(preds, gts)
+  return tuple([clf.predict(scaler.transform(feats)) for feats, _, _ in
+                _videos(data, streams)] for data in (train, test))
+
+
+def per_frame_classifier(train, test, streams: str = "rgb+flow", *, frame_stride: int = 8,
+                         seed: int = 0) -> dict[str, float]:
+  """Segmentation metrics of a per-frame logistic regression."""
+  _, preds = per_frame_predictions(train, test, streams, frame_stride=frame_stride,
+                                   seed=seed)
+  return metrics.segmentation_report(preds, test.labels)
 
 
 def whole_video_regressor(train, test, streams: str = "rgb+flow", *, seed: int = 0,

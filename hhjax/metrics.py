@@ -376,3 +376,26 @@ def relative_l2(pred, gt, s_min: float, s_max: float) -> float:
     raise ValueError(f"s_max must be greater than s_min, got s_min={s_min}, s_max={s_max}")
   rel = np.abs(pred - gt) / (float(s_max) - float(s_min))
   return float(np.mean(rel ** 2))
+
+
+def missing_steps_exact(pred_done, gt_done) -> float:
+  """Share of videos (percent) whose set of steps left out is named exactly.
+
+  Args:
+    pred_done: (N, S) bool, step s predicted as done in video n.
+    gt_done: (N, S) bool, step s actually done.
+
+  Returns:
+    100 x the fraction of videos where the two rows agree on every step.
+
+  Raises:
+    ValueError: the shapes differ, are not 2-D, or there are no videos.
+  """
+  pred = np.asarray(pred_done, dtype=bool)
+  gt = np.asarray(gt_done, dtype=bool)
+  if pred.shape != gt.shape or pred.ndim != 2:
+    raise ValueError(f"expected two (videos, steps) arrays of one shape, got {pred.shape} "
+                     f"and {gt.shape}")
+  if pred.shape[0] == 0:
+    raise ValueError("missing_steps_exact needs at least one video")
+  return float(100.0 * np.mean(np.all(pred == gt, axis=1)))

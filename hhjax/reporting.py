@@ -8,6 +8,8 @@ import pathlib
 
 import numpy as np
 
+from hhjax.data.layout import ATTRIBUTES
+
 # Columns of Li et al.'s Table VI: segmentation, then assessment.
 COLUMNS = (("acc", "Acc"), ("edit", "Edit"), ("f1@10", "F1@10"), ("f1@25", "F1@25"),
            ("f1@50", "F1@50"), ("spearman", "Sp.Corr"), ("rl2", "R-l2(x100)"))
@@ -48,7 +50,7 @@ def model_name(config) -> str:
 
 def write_predictions(path: str | pathlib.Path, results: list[dict]) -> None:
   """One JSON object per video: predicted frame labels, step scores, video score, and
-  the ground truth beside them."""
+  the ground truth beside them (`gt_attributes`: NE / EN / ES per step)."""
   with pathlib.Path(path).open("w") as f:
     for r in results:
       f.write(json.dumps({
@@ -59,4 +61,48 @@ def write_predictions(path: str | pathlib.Path, results: list[dict]) -> None:
           "gt_score": float(r["gt_score"]),
           "gt_step_scores": [float(s) for s in r["gt_step_scores"]],
           "gt_frame_labels": np.asarray(r["gt_labels"]).tolist(),
+          "gt_attributes": [ATTRIBUTES[int(a)] for a in r["gt_attributes"]],
       }) + "\n")
+
+
+def plot_timelines(path: str | pathlib.Path, rows, class_names, *, fps: float = 30.0,
+                   title: str = "") -> None:
+  """Draws step timelines one above the other (as in Li et al.'s Fig. 7) to a PNG.
+
+  Args:
+    path: the image file to write.
+    rows: `[(name, labels), ...]`, top to bottom; labels are (T,) class indices, all of
+      one length.
+    class_names: name per class index; class 0 (background) is drawn light grey.
+    fps: frames per second, for the time axis.
+    title: the figure's title.
+  """
+  import matplotlib  # noqa: PLC0415
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+  from matplotlib.patches import Patch  # noqa: PLC0415
+  from hhjax.metrics import segments  # noqa: PLC0415
+
+  lengths = {len(labels) for _, labels in rows}
+  if len(lengths) != 1:
+    raise ValueError(f"timelines differ in length: {sorted(lengths)}")
+  colours = ["#dddddd"] + [plt.get_cmap("tab10")(i) for i in range(len(class_names) - 1)]
+  fig, ax = plt.subplots(figsize=(11, 1.2 + 0.5 * max(len(rows), 3)))
+  for r, (_, labels) in enumerate(rows):
+    y = len(rows) - 1 - r
+    for label, start, end in segments(np.asarray(labels)):
+      ax.broken_barh([(start / fps, (end - start) / fps)], (y - 0.4, 0.8),
+                     facecolors=colours[label], edgecolors="none")
+  ax.set_yticks(range(len(rows)))
+  ax.set_yticklabels([name for name, _ in rows][::-1])
+  ax.set_xlim(0, lengths.pop() / fps)
+  ax.set_xlabel("time (s)")
+  if title:
+    ax.set_title(title)
+  handles = [Patch(facecolor=colours[i], label=f"{i} {name}")
+             for i, name in enumerate(class_names)]
+  ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8,
+            frameon=False)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120, bbox_inches="tight")
+  plt.close(fig)

@@ -184,7 +184,7 @@ def load_split(config, split: str) -> SplitData:
   from hhjax.data import hha300   # registers the builder
   if config.dataset.name != "hha300":
     raise ValueError(f"config.dataset.name={config.dataset.name!r}: only 'hha300' "
-                     "(with its configs features / synthetic / synthetic_small) is known")
+                     "(with its configs features / handwash / synthetic / synthetic_small) is known")
   previous = logging.get_verbosity()
   if previous <= logging.WARNING:
     # TFDS warns about the not-yet-built version folder before every first build.

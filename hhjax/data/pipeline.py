@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import grain
 import numpy as np
 
-STREAMS = ("rgb+flow", "rgb", "flow")
+STREAMS = ("rgb+flow", "rgb", "flow", "all")
 
 
 def bucket_length(n: int, bucket_size: int) -> int:
@@ -36,10 +36,14 @@ def bucket_length(n: int, bucket_size: int) -> int:
 
 
 def select_streams(features: np.ndarray, streams: str) -> np.ndarray:
-  """Keeps the RGB half, the flow half, or both, of (T, D) features."""
+  """Keeps the RGB half, the flow half, or both, of (T, D) two-stream features.
+
+  "all" (a synonym of "rgb+flow") keeps every row, for features that are not two
+  halves (e.g. the hand-pose stream).
+  """
   if streams not in STREAMS:
     raise ValueError(f"streams must be one of {STREAMS}, got {streams!r}")
-  if streams == "rgb+flow":
+  if streams in ("rgb+flow", "all"):
     return features
   half = features.shape[-1] // 2
   return features[..., :half] if streams == "rgb" else features[..., half:]
