@@ -21,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.streams = "rgb+flow"         # ablation: "rgb", "flow" or both halves
   config.dataset.bucket_size = 256            # pad lengths to multiples of this
   config.dataset.frame_stride = 1             # keep every k-th frame (MS-TCN sample rate)
+  config.dataset.standardize = False          # z-score features with the train split's
+                                              # mean / std (saved in the workdir)
   config.dataset.num_threads = 2
 
   config.model = ml_collections.ConfigDict()

@@ -19,6 +19,7 @@ from ml_collections import config_flags
 
 from hhjax import checkpointing, reporting
 from hhjax import train as train_lib
+from hhjax.data import pipeline
 
 
 def evaluate_checkpoint(config, workdir: str | pathlib.Path, split: str | None = None):
@@ -46,7 +47,14 @@ def evaluate_checkpoint(config, workdir: str | pathlib.Path, split: str | None =
   state, _ = ckpt.restore(checkpointing.abstract_like(state))
   ckpt.close()
   _, p_eval_step = train_lib.compile_steps(config, model, mesh)
-  results = train_lib.predict(config, state.params, p_eval_step, data, mesh)
+  stats = None
+  if config.dataset.standardize:
+    stats_path = workdir / train_lib.STATS_FILE
+    if not stats_path.exists():
+      raise FileNotFoundError(f"{stats_path} is missing: config.dataset.standardize needs "
+                              "the training split's statistics that training saved there")
+    stats = pipeline.FeatureStats.load(stats_path)
+  results = train_lib.predict(config, state.params, p_eval_step, data, mesh, stats)
   metrics = train_lib.summarize(results)
   if jax.process_index() == 0:
     reporting.write_predictions(workdir / "predictions.jsonl", results)

@@ -11,7 +11,8 @@ batches are split along their first axis, and XLA inserts the gradient all-reduc
 rows of every global batch).
 
 Outputs in the workdir: `checkpoints/` (Orbax; rerunning resumes), `metrics.jsonl` (one
-JSON object per logged step), `eval_results.json` and `predictions.jsonl` (per video).
+JSON object per logged step), `eval_results.json` and `predictions.jsonl` (per video),
+and with `dataset.standardize` the input statistics (`feature_stats.npz`).
 """
 
 from __future__ import annotations
@@ -218,8 +219,32 @@ def feature_dim(config, data: SplitData) -> int:
   return pipeline.select_streams(probe, config.dataset.streams).shape[-1]
 
 
-def predict(config, params, p_eval_step, data: SplitData, mesh) -> list[dict]:
-  """Runs the model over a whole split; returns one prediction dict per video."""
+STATS_FILE = "feature_stats.npz"
+
+
+def feature_stats(config, train: SplitData, workdir: pathlib.Path
+                  ) -> pipeline.FeatureStats | None:
+  """The input statistics when `config.dataset.standardize` is set, else None.
+
+  Computed from the training split on the first run and saved in the workdir; a resumed
+  run (and `hhjax.evaluate`) reads them back, so a model always sees inputs scaled as in
+  its training.
+  """
+  if not config.dataset.standardize:
+    return None
+  path = workdir / STATS_FILE
+  if path.exists():
+    return pipeline.FeatureStats.load(path)
+  stats = pipeline.feature_stats(train.source, config.dataset.streams)
+  if jax.process_index() == 0:
+    stats.save(path)
+  return stats
+
+
+def predict(config, params, p_eval_step, data: SplitData, mesh,
+            stats: pipeline.FeatureStats | None = None) -> list[dict]:
+  """Runs the model over a whole split (inputs standardised with `stats` if given);
+  returns one prediction dict per video."""
   stride = config.dataset.frame_stride
   plan = pipeline.BatchPlan(
       tuple(pipeline.strided_length(data.lengths, stride).tolist()), config.batch_size,
@@ -227,7 +252,7 @@ def predict(config, params, p_eval_step, data: SplitData, mesh) -> list[dict]:
   loader = pipeline.make_loader(data.source, plan, streams=config.dataset.streams,
                                 frame_stride=stride, process_index=jax.process_index(),
                                 process_count=jax.process_count(),
-                                num_threads=config.dataset.num_threads)
+                                num_threads=config.dataset.num_threads, stats=stats)
   results = []
   for batch in loader:
     out = to_host(p_eval_step(params, to_device(batch, mesh)))
@@ -310,6 +335,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         f"{len(test.lengths)} {config.dataset.eval_split} videos "
         f"({time.time() - t0:.0f}s)", flush=True)
 
+  stats = feature_stats(config, train, workdir)
   model = create_model(config)
   state = create_train_state(config, model, feature_dim(config, train), mesh)
   p_train_step, p_eval_step = compile_steps(config, model, mesh)
@@ -325,7 +351,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   loader = iter(pipeline.make_loader(
       train.source, plan, streams=config.dataset.streams, frame_stride=stride,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      num_threads=config.dataset.num_threads))
+      num_threads=config.dataset.num_threads, stats=stats))
 
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints",
                                     every_steps=config.checkpoint_every_steps,
@@ -360,7 +386,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         bar.set_postfix(loss=f"{means['loss']:.3f}")
     ckpt.save(step, state, loader.get_state(), force=step == config.num_train_steps)
     if step % config.eval_every_steps == 0 or step == config.num_train_steps:
-      results = predict(config, state.params, p_eval_step, test, mesh)
+      results = predict(config, state.params, p_eval_step, test, mesh, stats)
       eval_metrics = summarize(results)
       writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
       if bar is not None:
@@ -370,7 +396,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   ckpt.close()
 
   if eval_metrics is None:   # resumed at the end: nothing left to train
-    results = predict(config, state.params, p_eval_step, test, mesh)
+    results = predict(config, state.params, p_eval_step, test, mesh, stats)
     eval_metrics = summarize(results)
   if jax.process_index() == 0:
     reporting.write_predictions(workdir / "predictions.jsonl", results)

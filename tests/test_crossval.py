@@ -107,6 +107,7 @@ def _config(root):
   config.dataset.manual_dir = str(root / "layout")
   config.dataset.data_dir = str(root / "tfds")
   config.dataset.streams = "all"
+  config.dataset.standardize = True
   config.dataset.bucket_size = 64
   return config
 

@@ -123,3 +123,42 @@ def test_streams_select_halves():
   np.testing.assert_array_equal(pipeline.select_streams(x, "flow"), [[4, 5, 6, 7]])
   with pytest.raises(ValueError, match="streams"):
     pipeline.select_streams(x, "depth")
+
+
+def test_feature_stats_match_a_naive_computation(tmp_path):
+  source = _Source((5, 9, 2), dim=3)
+  for ex in source.examples:
+    ex["features"][:, 2] = 7.0                      # a constant feature
+  stats = pipeline.feature_stats(source)
+  frames = np.concatenate([ex["features"] for ex in source.examples]).astype(np.float64)
+  np.testing.assert_allclose(stats.mean, frames.mean(0), rtol=1e-6)
+  np.testing.assert_allclose(stats.std[:2], frames.std(0)[:2], rtol=1e-5)
+  assert stats.std[2] == pytest.approx(1e-3)        # floored, not zero
+  half = pipeline.feature_stats(source, "flow")     # the second half: feature 1 of 3
+  assert half.mean.shape == (2,)
+  stats.save(tmp_path / "s.npz")
+  again = pipeline.FeatureStats.load(tmp_path / "s.npz")
+  np.testing.assert_array_equal(again.mean, stats.mean)
+  np.testing.assert_array_equal(again.std, stats.std)
+
+
+def test_standardised_batch_keeps_padding_zero():
+  source = _Source((5, 9), dim=3)
+  stats = pipeline.feature_stats(source)
+  plan = pipeline.BatchPlan((5, 9), batch_size=2, shuffle=False, bucket_size=16)
+  batch = pipeline.load_batch(source, plan[0], batch_size=2, stats=stats)
+  for r, i in enumerate(batch["index"]):
+    t = batch["num_frames"][r]
+    want = (source[i]["features"] - stats.mean) / stats.std
+    np.testing.assert_allclose(batch["features"][r, :t], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(batch["features"][r, t:], 0)
+  pooled = np.concatenate([batch["features"][r, :batch["num_frames"][r]] for r in range(2)])
+  np.testing.assert_allclose(pooled.mean(0), 0, atol=1e-5)
+  np.testing.assert_allclose(pooled.std(0), 1, atol=1e-4)
+  with pytest.raises(ValueError, match="D=3"):
+    pipeline.FeatureStats(np.zeros(4), np.ones(4)).apply(np.zeros((2, 3)))
+
+
+def test_all_streams_keeps_every_row():
+  x = np.arange(6, dtype=np.float32)[None]
+  np.testing.assert_array_equal(pipeline.select_streams(x, "all"), x)

@@ -149,6 +149,24 @@ def test_train_and_evaluate_writes_outputs(tiny, tmp_path):
   assert any("eval/f1@50" in r for r in log)
 
 
+def test_standardised_run_saves_and_reuses_its_statistics(tiny, tmp_path):
+  tiny.dataset.standardize = True
+  tiny.eval_every_steps = 100
+  metrics = train_lib.train_and_evaluate(tiny, tmp_path / "run")
+  saved = train_lib.pipeline.FeatureStats.load(tmp_path / "run" / train_lib.STATS_FILE)
+  train = train_lib.load_split(tiny, "train")
+  frames = np.concatenate([np.asarray(train.source[i]["features"], np.float64)
+                           for i in range(len(train.lengths))])
+  np.testing.assert_allclose(saved.mean, frames.mean(0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(saved.std, np.maximum(frames.std(0), 1e-3), rtol=1e-4)
+  # Re-evaluating reads the same statistics back: the same metrics.
+  again, _ = evaluate.evaluate_checkpoint(tiny, tmp_path / "run")
+  np.testing.assert_equal(again, metrics)   # NaN (a constant score) equals NaN here
+  (tmp_path / "run" / train_lib.STATS_FILE).unlink()
+  with pytest.raises(FileNotFoundError, match="feature_stats.npz"):
+    evaluate.evaluate_checkpoint(tiny, tmp_path / "run")
+
+
 def _run_cli(args, cwd=REPO):
   return subprocess.run([sys.executable, "-m", "hhjax.train", *args], cwd=cwd,
                         capture_output=True, text=True, timeout=300)

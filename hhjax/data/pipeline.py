@@ -16,6 +16,9 @@ Deterministic given a seed, checkpointable, length-bucketed, sharded over proces
   `jax.make_array_from_process_local_data`.
 * **Checkpointing.** The loader is a grain `MapDataset` turned into an iterator whose
   `get_state()` / `set_state()` hold the position; training saves it with the model.
+* **Standardising** (optional). With `FeatureStats` (each feature's mean and standard
+  deviation over the training frames, `feature_stats`) every real frame becomes
+  (x - mean) / std; padding stays zero.
 """
 
 from __future__ import annotations
@@ -118,10 +121,66 @@ class BatchPlan(Sequence):
     return indices, padded
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureStats:
+  """Per-feature mean and standard deviation, for standardising inputs.
+
+  Attributes:
+    mean: (D,) float32.
+    std: (D,) float32, all positive.
+  """
+
+  mean: np.ndarray
+  std: np.ndarray
+
+  def apply(self, features: np.ndarray) -> np.ndarray:
+    """(..., D) features -> (features - mean) / std."""
+    if features.shape[-1] != self.mean.shape[0]:
+      raise ValueError(f"features have D={features.shape[-1]}, the statistics "
+                       f"D={self.mean.shape[0]}")
+    return ((features - self.mean) / self.std).astype(np.float32)
+
+  def save(self, path) -> None:
+    """Writes `mean` and `std` to an .npz file."""
+    np.savez(path, mean=self.mean, std=self.std)
+
+  @classmethod
+  def load(cls, path) -> "FeatureStats":
+    """Reads what `save` wrote."""
+    with np.load(path) as f:
+      return cls(mean=np.asarray(f["mean"], np.float32), std=np.asarray(f["std"],
+                                                                        np.float32))
+
+
+def feature_stats(source, streams: str = "rgb+flow", min_std: float = 1e-3
+                  ) -> FeatureStats:
+  """Mean and standard deviation of each feature over every frame of `source`.
+
+  Accumulated in float64, one video at a time. A feature whose deviation is below
+  `min_std` (e.g. constant) gets `min_std`, so it is centred but not blown up.
+  """
+  total = total_sq = None
+  count = 0
+  for i in range(len(source)):
+    x = select_streams(np.asarray(source[i]["features"], np.float64), streams)
+    if total is None:
+      total, total_sq = np.zeros(x.shape[-1]), np.zeros(x.shape[-1])
+    total += x.sum(0)
+    total_sq += (x * x).sum(0)
+    count += x.shape[0]
+  if not count:
+    raise ValueError("feature_stats needs at least one frame")
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+  return FeatureStats(mean=mean.astype(np.float32),
+                      std=np.maximum(std, min_std).astype(np.float32))
+
+
 def load_batch(source, item, *, batch_size: int, streams: str = "rgb+flow",
                frame_stride: int = 1, process_index: int = 0,
-               process_count: int = 1) -> dict:
-  """Reads and pads this process's rows of one global batch.
+               process_count: int = 1, stats: FeatureStats | None = None) -> dict:
+  """Reads and pads this process's rows of one global batch (standardised with
+  `stats` when given).
 
   Returns NumPy arrays: `features` (b, L, D) float32, `labels` (b, L) int32, `mask`
   (b, L) float32, `score` (b,), `step_scores` (b, 6), `attributes` (b, 6), `weight` (b,)
@@ -155,6 +214,8 @@ def load_batch(source, item, *, batch_size: int, streams: str = "rgb+flow",
       continue
     feats = select_streams(np.asarray(ex["features"], np.float32), streams)
     feats = feats[::frame_stride]
+    if stats is not None:
+      feats = stats.apply(feats)
     t = feats.shape[0]
     out["features"][r, :t] = feats
     out["labels"][r, :t] = np.asarray(ex["labels"])[::frame_stride]
@@ -170,7 +231,8 @@ def load_batch(source, item, *, batch_size: int, streams: str = "rgb+flow",
 
 def make_loader(source, plan: BatchPlan, *, streams: str = "rgb+flow",
                 frame_stride: int = 1, process_index: int = 0, process_count: int = 1,
-                num_threads: int = 2, prefetch: int = 2) -> grain.IterDataset:
+                num_threads: int = 2, prefetch: int = 2,
+                stats: FeatureStats | None = None) -> grain.IterDataset:
   """A grain dataset of padded local batches following `plan`.
 
   Iterate it with `iter(...)`; the iterator's `get_state()`/`set_state()` save and
@@ -179,6 +241,6 @@ def make_loader(source, plan: BatchPlan, *, streams: str = "rgb+flow",
   load = functools.partial(load_batch, source, batch_size=plan.batch_size,
                            streams=streams, frame_stride=frame_stride,
                            process_index=process_index,
-                           process_count=process_count)
+                           process_count=process_count, stats=stats)
   return grain.MapDataset.source(plan).map(load).to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
