@@ -19,7 +19,8 @@ Per fold and as mean ± sd over the folds it prints and writes (`crossval.json`)
   classifier when it labels at least m frames with the step, m chosen on the training
   washes (the value that names their left-out steps best).
 
-It also draws `timeline.png`: for the held-out wash of fold `--timeline_fold` with the
+A second table gives frame accuracy, edit and F1@50 per held-out person (their washes
+pooled), since people differ a lot. It also draws `timeline.png`: for the held-out wash of fold `--timeline_fold` with the
 median frame accuracy (a typical wash, not the best one), the ground-truth step timeline
 above the joint model's and the per-frame classifier's.
 """
@@ -140,11 +141,22 @@ def run_fold(config, workdir: pathlib.Path, num_folds: int, fold: int) -> dict:
   done = np.stack([steps_done_by_frames(p, min_frames) for p in test_preds])
   per_frame = metrics.segmentation_report(test_preds, test.labels)
   per_frame.update(completeness(done, done.sum(1).astype(float), gt_done(test)))
-  return dict(fold=fold, people=sorted({person_of(n) for n in test.names}),
-              washes=len(test.names), train_washes=len(train.names),
-              min_frames=min_frames, joint=joint, per_frame=per_frame,
-              videos=list(test.names), per_frame_labels=test_preds,
-              predictions=predictions)
+  people = sorted({person_of(n) for n in test.names})
+  by_person = {}
+  for person in people:
+    rows = [i for i, n in enumerate(test.names) if person_of(n) == person]
+    joint_rows = [p for p in predictions if person_of(p["video"]) == person]
+    by_person[person] = dict(
+        washes=len(rows),
+        joint=metrics.segmentation_report(
+            [np.asarray(p["frame_labels"]) for p in joint_rows],
+            [np.asarray(p["gt_frame_labels"]) for p in joint_rows]),
+        per_frame=metrics.segmentation_report([test_preds[i] for i in rows],
+                                              [test.labels[i] for i in rows]))
+  return dict(fold=fold, people=people, washes=len(test.names),
+              train_washes=len(train.names), min_frames=min_frames, joint=joint,
+              per_frame=per_frame, by_person=by_person, videos=list(test.names),
+              per_frame_labels=test_preds, predictions=predictions)
 
 
 def mean_sd(folds: list[dict], method: str) -> dict[str, tuple[float, float, int]]:
@@ -190,6 +202,24 @@ def format_report(folds: list[dict]) -> str:
   return "\n".join(lines)
 
 
+PERSON_COLUMNS = (("acc", "Acc"), ("edit", "Edit"), ("f1@50", "F1@50"))
+
+
+def format_people(folds: list[dict]) -> str:
+  """Segmentation per held-out person (their washes pooled), both methods."""
+  head = f"{'person':<8}{'fold':<6}{'washes':>7}   " + "  ".join(
+      f"{'joint ' + label:>11}" for _, label in PERSON_COLUMNS) + "   " + "  ".join(
+      f"{'frame ' + label:>11}" for _, label in PERSON_COLUMNS)
+  lines = ["per held-out person (joint model | per-frame classifier)", head,
+           "-" * len(head)]
+  for f in folds:
+    for person, r in f["by_person"].items():
+      lines.append(f"{person:<8}{f['fold']:<6}{r['washes']:>7}   " + "  ".join(
+          f"{_cell(k, r['joint'][k]):>11}" for k, _ in PERSON_COLUMNS) + "   " + "  ".join(
+          f"{_cell(k, r['per_frame'][k]):>11}" for k, _ in PERSON_COLUMNS))
+  return "\n".join(lines)
+
+
 def draw_timeline(folds: list[dict], fold: int, path: pathlib.Path, fps: float = 30.0
                   ) -> str:
   """Draws the median-accuracy held-out wash of `fold`; returns its name."""
@@ -226,10 +256,11 @@ def cross_validate(config, workdir: str | pathlib.Path, folds: list[int] | None 
   if unknown:
     raise ValueError(f"config: folds {unknown} are not among the bundles {available}")
   results = [run_fold(config, workdir, len(available), k) for k in folds]
-  report = format_report(results)
+  report = format_report(results) + "\n\n" + format_people(results)
   print(report)
   (workdir / "crossval.txt").write_text(report + "\n")
-  keys = ("fold", "people", "washes", "train_washes", "min_frames", "joint", "per_frame")
+  keys = ("fold", "people", "washes", "train_washes", "min_frames", "joint", "per_frame",
+          "by_person")
   (workdir / "crossval.json").write_text(json.dumps(dict(
       folds=[{k: r[k] for k in keys} for r in results],
       mean_sd={m: mean_sd(results, m) for m, _ in METHODS}), indent=2))

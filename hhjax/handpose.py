@@ -38,6 +38,7 @@ seed the next).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -174,6 +175,8 @@ class HandPoseExtractor:
       if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
     self._mp = require_mediapipe()
+    # protobuf 4 warns about an API MediaPipe 0.10.14 still calls, once per process.
+    warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype")
     self.model_complexity = model_complexity
     self.min_detection_confidence = min_detection_confidence
     self.min_tracking_confidence = min_tracking_confidence

@@ -133,12 +133,15 @@ def test_two_fold_run(composed, tmp_path, capsys):
   results = crossval.cross_validate(config, tmp_path)
   out = capsys.readouterr().out
   assert "mean ± sd over 2 folds" in out and "per-frame classifier" in out
+  assert "per held-out person" in out
   saved = json.loads((tmp_path / "crossval.json").read_text())
   assert [f["fold"] for f in saved["folds"]] == [0, 1]
   people = [set(f["people"]) for f in saved["folds"]]
   assert people == [{"p0", "p2"}, {"p1", "p3"}]
   for f in saved["folds"]:
     assert f["washes"] + f["train_washes"] == len(washes)
+    assert sorted(f["by_person"]) == f["people"]
+    assert sum(r["washes"] for r in f["by_person"].values()) == f["washes"]
     # The joint row is the fold run's own evaluation, read back.
     run = json.loads((tmp_path / f"fold{f['fold']}" / "eval_results.json").read_text())
     (joint_run,) = run.values()
