@@ -56,6 +56,10 @@ def fold_indices(manual_dir: str | pathlib.Path) -> list[int]:
   Raises:
     LayoutError: there are fewer than two fold bundles, or their numbers skip one.
   """
+  if not pathlib.Path(manual_dir).is_dir():
+    raise layout.LayoutError(
+        f"manual directory {manual_dir} does not exist; write it with python -m "
+        "hhjax.data.compose --folds K ... --out DIR (docs/HANDWASH.md)")
   found = sorted(int(m.group(1)) for name in layout.list_splits(manual_dir)
                  if (m := re.fullmatch(r"fold(\d+)", name)))
   if len(found) < 2 or found != list(range(len(found))):

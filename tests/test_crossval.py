@@ -49,6 +49,8 @@ def test_mean_sd_skips_undefined_folds():
 
 
 def test_fold_indices_needs_numbered_folds(tmp_path):
+  with pytest.raises(layout.LayoutError, match="does not exist.*hhjax.data.compose"):
+    crossval.fold_indices(tmp_path / "absent")
   (tmp_path / "splits").mkdir()
   with pytest.raises(layout.LayoutError, match="no split bundles"):
     crossval.fold_indices(tmp_path)
