@@ -38,7 +38,7 @@ def per_frame_predictions(train, test, streams: str = "rgb+flow", *,
     xs.append(feats[::frame_stride])
     ys.append(labels[::frame_stride])
   scaler = StandardScaler().fit(np.concatenate(xs))
-  clf = LogisticRegression(C=0.1, max_iter=200, random_state=seed)
+  clf = LogisticRegression(C=0.1, max_iter=1000, random_state=seed)
   clf.fit(scaler.transform(np.concatenate(xs)), np.concatenate(ys))
   return tuple([clf.predict(scaler.transform(feats)) for feats, _, _ in
                 _videos(data, streams)] for data in (train, test))

@@ -5,10 +5,10 @@ r"""Leave-people-out cross-validation of the joint model beside a per-frame clas
 The config's manual directory must hold one split bundle per fold, `fold0`, `fold1`, ...
 (disjoint groups of people, as `python -m hhjax.data.compose` writes them). Fold k trains
 the joint model on every other fold with `hhjax.train.train_and_evaluate` (in
-`<workdir>/fold<k>`; a rerun resumes or skips finished folds) and tests it on fold k, so
-nobody is tested on a model that saw them. On the same split a per-frame logistic
-regression on the same features (`hhjax.baselines`) is fitted and tested, to show what
-temporal modelling adds.
+`<workdir>/fold<k>`; a rerun resumes unfinished folds and re-evaluates finished ones)
+and tests it on fold k, so nobody is tested on a model that saw them. On the same split
+a per-frame logistic regression on the same features (`hhjax.baselines`) is fitted and
+tested, to show what temporal modelling adds.
 
 Per fold and as mean ± sd over the folds it prints and writes (`crossval.json`):
 
