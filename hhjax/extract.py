@@ -473,9 +473,7 @@ class FeatureExtractor:
 
   def expected_frames(self, path: str | os.PathLike) -> int:
     """T that `extract(path)` will return."""
-    cfg = self.config
-    info = video_lib.video_info(path)
-    return int(video_lib.sample_indices(info.frames, info.fps, cfg.fps, cfg.max_frames).size)
+    return video_lib.count_frames(path, self.config.fps, self.config.max_frames)
 
   def extract(self, path: str | os.PathLike, on_frame: Callable[[], None] | None = None
               ) -> np.ndarray:

@@ -216,9 +216,7 @@ class HandPoseExtractor:
 
   def expected_frames(self, path: str | os.PathLike) -> int:
     """T that `extract(path)` will return."""
-    info = video_lib.video_info(path)
-    return int(video_lib.sample_indices(info.frames, info.fps, self.fps,
-                                        self.max_frames).size)
+    return video_lib.count_frames(path, self.fps, self.max_frames)
 
   def extract(self, path: str | os.PathLike, on_frame=None) -> np.ndarray:
     """(212, T) float32 features of one video (T = decoded frames).

@@ -32,6 +32,7 @@ import numpy as np
 __all__ = [
   "VideoError",
   "VideoInfo",
+  "count_frames",
   "iter_frames",
   "output_size",
   "read_frames",
@@ -152,6 +153,17 @@ def sample_indices(num_frames: int, source_fps: float, fps: float | None = None,
   if max_frames is not None:
     idx = idx[:max(int(max_frames), 0)]
   return idx
+
+
+def count_frames(path: str | os.PathLike, fps: float | None = None,
+                 max_frames: int | None = None) -> int:
+  """Number of frames `iter_frames(path, fps=fps, max_frames=max_frames)` yields.
+
+  Raises:
+    VideoError: the file is missing, empty or cannot be decoded.
+  """
+  info = video_info(path)
+  return int(sample_indices(info.frames, info.fps, fps, max_frames).size)
 
 
 def output_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:

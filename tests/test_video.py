@@ -64,6 +64,11 @@ def test_fps_sampling():
   frames = video.read_frames(path, fps=info.fps / 3, max_frames=4, crop=None)
   full = video.read_frames(path, max_frames=10, crop=None)
   np.testing.assert_array_equal(frames, full[[0, 3, 6, 9]])
+  # count_frames says how many frames iter_frames will yield, without decoding them.
+  assert video.count_frames(path) == info.frames
+  assert video.count_frames(path, fps=info.fps / 3) == len(
+      video.read_frames(path, fps=info.fps / 3, crop=None, short_side=60))
+  assert video.count_frames(path, max_frames=4) == 4
 
 
 @pytest.mark.parametrize("content", [b"", b"random"])
