@@ -26,12 +26,12 @@ def _videos(data, streams):
            np.asarray(ex["labels"]), float(ex["score"]))
 
 
-def per_frame_predictions(train, test, streams: str = "rgb+flow", *,
-                          frame_stride: int = 8, seed: int = 0):
-  """Fits the per-frame logistic regression on `train`; returns its frame labels.
+def fit_per_frame(train, streams: str = "rgb+flow", *, frame_stride: int = 8,
+                  seed: int = 0):
+  """Fits the per-frame logistic regression on every `frame_stride`-th training frame.
 
   Returns:
-    `(train_preds, test_preds)`: one (T,) label array per video of each split.
+    `predict(data)`: one (T,) label array per video of a split.
   """
   xs, ys = [], []
   for feats, labels, _ in _videos(train, streams):
@@ -40,16 +40,18 @@ def per_frame_predictions(train, test, streams: str = "rgb+flow", *,
   scaler = StandardScaler().fit(np.concatenate(xs))
   clf = LogisticRegression(C=0.1, max_iter=1000, random_state=seed)
   clf.fit(scaler.transform(np.concatenate(xs)), np.concatenate(ys))
-  return tuple([clf.predict(scaler.transform(feats)) for feats, _, _ in
-                _videos(data, streams)] for data in (train, test))
+
+  def predict(data) -> list[np.ndarray]:
+    return [clf.predict(scaler.transform(feats)) for feats, _, _ in _videos(data, streams)]
+
+  return predict
 
 
 def per_frame_classifier(train, test, streams: str = "rgb+flow", *, frame_stride: int = 8,
                          seed: int = 0) -> dict[str, float]:
   """Segmentation metrics of a per-frame logistic regression."""
-  _, preds = per_frame_predictions(train, test, streams, frame_stride=frame_stride,
-                                   seed=seed)
-  return metrics.segmentation_report(preds, test.labels)
+  predict = fit_per_frame(train, streams, frame_stride=frame_stride, seed=seed)
+  return metrics.segmentation_report(predict(test), test.labels)
 
 
 def whole_video_regressor(train, test, streams: str = "rgb+flow", *, seed: int = 0,

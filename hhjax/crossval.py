@@ -135,8 +135,9 @@ def run_fold(config, workdir: pathlib.Path, num_folds: int, fold: int) -> dict:
 
   train = train_lib.load_split(cfg, cfg.dataset.train_split)
   test = train_lib.load_split(cfg, cfg.dataset.eval_split)
-  train_preds, test_preds = baselines.per_frame_predictions(
-      train, test, cfg.dataset.streams, frame_stride=4, seed=cfg.seed)
+  predict = baselines.fit_per_frame(train, cfg.dataset.streams, frame_stride=4,
+                                    seed=cfg.seed)
+  train_preds, test_preds = predict(train), predict(test)
 
   def gt_done(data):
     return data.attributes != layout.ATTRIBUTES.index("NE")
