@@ -628,10 +628,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
   if args.stream == "handpose":
     from hhjax import handpose  # noqa: PLC0415
+    hand_kwargs = dict(model_complexity=args.hand_model, fps=args.fps,
+                       max_frames=args.max_frames, decode_chunk=args.decode_chunk)
     try:
-      extractor = handpose.HandPoseExtractor(
-        model_complexity=args.hand_model, fps=args.fps, max_frames=args.max_frames,
-        decode_chunk=args.decode_chunk)
+      extractor = handpose.HandPoseExtractor(**hand_kwargs)  # also checks the install
     except ImportError as e:
       print(f"error: {e}", file=sys.stderr)
       return 1
@@ -652,9 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.workers > 1:
     import multiprocessing  # noqa: PLC0415
     pool = multiprocessing.get_context("spawn").Pool(
-      min(args.workers, len(todo)), initializer=_init_worker,
-      initargs=(dict(model_complexity=args.hand_model, fps=args.fps,
-                     max_frames=args.max_frames, decode_chunk=args.decode_chunk),))
+      min(args.workers, len(todo)), initializer=_init_worker, initargs=(hand_kwargs,))
     with pool:
       outcomes = pool.imap_unordered(_worker_extract, [(p, out_dir) for p in todo])
       for outcome in outcomes:
@@ -712,6 +710,7 @@ def _init_worker(kwargs: dict) -> None:
 def _worker_extract(job):
   path, out_dir = job
   return _extract_one(_WORKER_EXTRACTOR, path, out_dir, False)
+
 
 if __name__ == "__main__":
   sys.exit(main())
