@@ -30,6 +30,28 @@ The synthetic configs write the same manual layout with `hhjax.data.synthetic` i
 temporary folder under the download directory, read it through the same
 `hhjax.data.layout.iter_examples` as real data, and delete it afterwards.
 
+Builds are keyed by their inputs. Every build writes `hhjax_fingerprint.json` beside its
+data (`builder.data_dir`), recording what it was made from:
+
+* `features`, `handwash`: the resolved manual directory, and for every file the build
+  reads (mapping.txt, scores.csv, the split bundles, groundTruth/*.txt and
+  features/*.npy of the listed videos) its name relative to that folder, its size, and
+  either a SHA-256 of its contents (the text files) or its mtime_ns (the .npy files,
+  which are only stat'ed).
+* `synthetic*`: the preset's `SyntheticConfig` fields and
+  `hhjax.data.synthetic.GENERATOR_VERSION`.
+* both: the builder `VERSION`.
+
+`build` and `load_source` fingerprint the current inputs and reuse a prepared copy only
+when it matches. When it does not (or the copy has no fingerprint, having been made by
+an older hhjax), they either rebuild it, printing one line to stderr that names what
+changed (`on_change="rebuild"`, the default), or raise `StaleBuildError`
+(`on_change="error"`). Without `manual_dir` a manual config reads TFDS's default folder,
+`<data_dir>/downloads/manual`; when that folder is absent or empty, a prepared copy is
+checked against the folder it was built from instead. Plain
+`builder.download_and_prepare()` writes the fingerprint too, but like any TFDS builder
+it reuses whatever is already prepared without looking at it.
+
 Each example (see `hhjax.data.layout`; read back as numpy by `tfds.data_source`):
 
 | key           | feature                             | read back as           |
@@ -54,9 +76,14 @@ the data, so it reads back without this module.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 import pathlib
 import shutil
+import sys
 import tempfile
+from typing import Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -67,6 +94,15 @@ _NAME = "hha300"
 _SOURCES = ("manual", "synthetic")
 NUM_CLASSES = 1 + layout.NUM_STEPS   # background + the six WHO steps
 SPLITS = layout.DEFAULT_SPLITS
+
+# Written beside a build's data: what the build was made from (see the module docstring).
+FINGERPRINT_FILE = "hhjax_fingerprint.json"
+# Layout of that file; a stored fingerprint of another format counts as changed.
+_FINGERPRINT_FORMAT = 1
+# What `build` does when a prepared copy was made from other inputs.
+ON_CHANGE = ("rebuild", "error")
+# How many file names one change message lists before it only counts the rest.
+_MAX_NAMED = 5
 
 _DESCRIPTION = """\
 HHA300: videos of the WHO six-step hand rub/wash, annotated per frame with the step
@@ -226,25 +262,34 @@ class Hha300(tfds.core.GeneratorBasedBuilder):
       while self._generated_dirs:
         shutil.rmtree(self._generated_dirs.pop(), ignore_errors=True)
 
+  def _download_and_prepare(self, dl_manager, download_config=None) -> None:
+    """Generates the splits, then records the inputs' fingerprint beside them.
+
+    TFDS calls this with `self.data_dir` pointing at its temporary folder, which it
+    renames into place only when everything succeeded, so a finished build always has
+    its fingerprint. The inputs are fingerprinted before they are read: a file edited
+    while the build runs then shows up as a change the next time.
+    """
+    config = self.builder_config
+    manual = _manual_root(dl_manager) if config.source == "manual" else None
+    fingerprint = input_fingerprint(config, manual, version=self.version)
+    super()._download_and_prepare(dl_manager, download_config)
+    _write_fingerprint(pathlib.Path(os.fspath(self.data_dir)), fingerprint)
+
   def _layout_dir(self, dl_manager) -> pathlib.Path:
     """The manual directory to read: the user's, or a freshly generated one."""
     config = self.builder_config
     if config.source == "manual":
-      try:
-        return pathlib.Path(dl_manager.manual_dir)
-      except AssertionError as e:   # TFDS's way of saying the folder is absent/empty
-        raise layout.LayoutError(str(e)) from e
+      return _manual_root(dl_manager)
     # Imported here: the generator is needed only to build the synthetic configs.
     from hhjax.data import synthetic   # pylint: disable=g-import-not-at-top
-    if config.preset not in synthetic.PRESETS:
-      raise ValueError(f"hha300/{config.name}: no synthetic preset {config.preset!r}; "
-                       f"known: {sorted(synthetic.PRESETS)}")
+    preset = _synthetic_preset(config)
     parent = pathlib.Path(dl_manager.download_dir)
     parent.mkdir(parents=True, exist_ok=True)
     out_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"{_NAME}_{config.name}_",
                                             dir=parent))
     self._generated_dirs.append(out_dir)
-    synthetic.write_layout(out_dir, synthetic.PRESETS[config.preset])
+    synthetic.write_layout(out_dir, preset)
     return out_dir
 
   def _split_generators(self, dl_manager):
@@ -272,43 +317,408 @@ def make_builder(config_name: str, data_dir: str | None = None) -> Hha300:
   Raises:
     ValueError: unknown config name.
   """
-  known = [c.name for c in Hha300.BUILDER_CONFIGS]
-  if config_name not in known:
-    raise ValueError(f"unknown hha300 config {config_name!r}; known: {known}")
+  _builder_config(config_name)   # a clear error for an unknown name
   return Hha300(config=config_name, data_dir=data_dir)
 
 
-def build(config_name: str, data_dir: str | None = None,
-          manual_dir: str | None = None) -> Hha300:
-  """Builds `hha300/<config_name>` unless it is already there; returns its builder.
+def _builder_config(config_name: str) -> Hha300Config:
+  """The config called `config_name`; ValueError naming the known ones otherwise."""
+  configs = {c.name: c for c in Hha300.BUILDER_CONFIGS}
+  if config_name not in configs:
+    raise ValueError(f"unknown hha300 config {config_name!r}; known: {list(configs)}")
+  return configs[config_name]
+
+
+# --- input fingerprints ----------------------------------------------------------------
+
+class StaleBuildError(ValueError):
+  """A prepared build was made from other inputs than the current ones.
+
+  Raised by `build` and `load_source` with `on_change="error"` instead of rebuilding.
+
+  Attributes:
+    config_name: the hha300 config.
+    data_dir: the prepared copy's folder (`builder.data_dir`).
+    changes: what differs, one phrase each, e.g. "manual directory changed
+      (groundTruth/v3.txt modified)".
+  """
+
+  def __init__(self, config_name: str, data_dir: str, changes: Sequence[str]):
+    self.config_name = config_name
+    self.data_dir = data_dir
+    self.changes = tuple(changes)
+    super().__init__(
+        f"{_NAME}/{config_name} in {data_dir} was built from other inputs: "
+        + "; ".join(self.changes) + ". Rebuild it with on_change='rebuild' "
+        "(`python -m hhjax.data.build --on-change rebuild`) or delete that folder.")
+
+
+def _manual_root(dl_manager) -> pathlib.Path:
+  """The manual directory TFDS hands the builder, resolved."""
+  try:
+    return pathlib.Path(os.fspath(dl_manager.manual_dir)).resolve()
+  except AssertionError as e:   # TFDS's way of saying the folder is absent/empty
+    raise layout.LayoutError(str(e)) from e
+
+
+def _synthetic_preset(config: Hha300Config):
+  """The `hhjax.data.synthetic.SyntheticConfig` a synthetic config generates."""
+  # Imported here: the generator is needed only for the synthetic configs.
+  from hhjax.data import synthetic   # pylint: disable=g-import-not-at-top
+  if config.preset not in synthetic.PRESETS:
+    raise ValueError(f"hha300/{config.name}: no synthetic preset {config.preset!r}; "
+                     f"known: {sorted(synthetic.PRESETS)}")
+  return synthetic.PRESETS[config.preset]
+
+
+def _file_entry(path: pathlib.Path, hash_contents: bool) -> dict | None:
+  """Size and either a SHA-256 of the contents or mtime_ns; None if there is no file.
+
+  The big .npy feature files are only stat'ed (cheap even for thousands of 2048-d
+  videos); text files are small, and hashing them also catches an edit that keeps the
+  size and the timestamp (e.g. a copy with preserved times).
+  """
+  if not path.is_file():
+    return None
+  stat = path.stat()
+  if hash_contents:
+    return {"size": stat.st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+  return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _manual_inputs(root: pathlib.Path, splits: Sequence[str] | None) -> dict:
+  """The files a manual config reads from `root`, by name relative to it.
+
+  A file that is missing, or a bundle that cannot be parsed, is simply left out (or
+  recorded as it is): the fingerprint only has to differ when the inputs differ, and
+  the build itself reports what is wrong with the folder.
+  """
+  files: dict[str, dict] = {}
+
+  def add(relative: str, hash_contents: bool):
+    entry = _file_entry(root / relative, hash_contents)
+    if entry is not None:
+      files[relative] = entry
+
+  add(layout.MAPPING_FILE, True)
+  add(layout.SCORES_FILE, True)
+  if splits is None:
+    try:
+      splits = layout.list_splits(root)
+    except layout.LayoutError:
+      splits = ()
+  videos: dict[str, None] = {}   # an ordered set
+  for split in splits:
+    add(f"{layout.SPLITS_DIR}/{split}{layout.BUNDLE_SUFFIX}", True)
+    try:
+      videos.update(dict.fromkeys(layout.read_split(root, split)))
+    except layout.LayoutError:
+      pass
+  for video in videos:
+    add(f"{layout.GROUND_TRUTH_DIR}/{video}.txt", True)
+    add(f"{layout.FEATURES_DIR}/{video}.npy", False)
+  return {"manual_dir": str(root), "files": files}
+
+
+def _canonical(value) -> str:
+  return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def input_fingerprint(config: Hha300Config | str, manual_dir: str | os.PathLike | None
+                      = None, *, version: tfds.core.Version | str | None = None) -> dict:
+  """Fingerprints what building `config` would read now.
+
+  Args:
+    config: an `Hha300` config or its name.
+    manual_dir: the manual directory (needed by the manual configs, ignored otherwise);
+      recorded resolved, so the same folder named two ways fingerprints alike.
+    version: builder version (default `Hha300.VERSION`).
+
+  Returns:
+    A JSON-ready dict: `format`, `config`, `version`, `source`, `inputs` (manual: the
+    resolved `manual_dir` and `files`, name -> size plus sha256 or mtime_ns; synthetic:
+    `preset`, `generator_version` and the preset's `fields`), `digest` (SHA-256 of the
+    canonical JSON of all those) and `summary` (a short human-readable account, not
+    part of the digest).
+
+  Raises:
+    ValueError: unknown config or preset, or a manual config without `manual_dir`.
+  """
+  if isinstance(config, str):
+    config = _builder_config(config)
+  if config.source == "manual":
+    if manual_dir is None:
+      raise ValueError(f"{_NAME}/{config.name}: fingerprinting needs the manual "
+                       "directory")
+    root = pathlib.Path(manual_dir).expanduser().resolve()
+    inputs = _manual_inputs(root, config.splits)
+    summary = {"manual_dir": str(root), "files": len(inputs["files"])}
+  else:
+    from hhjax.data import synthetic   # pylint: disable=g-import-not-at-top
+    preset = _synthetic_preset(config)
+    inputs = {"preset": config.preset, "generator_version": synthetic.GENERATOR_VERSION,
+              "fields": dataclasses.asdict(preset)}
+    summary = {"preset": config.preset, "generator_version": synthetic.GENERATOR_VERSION,
+               "videos": preset.num_train + preset.num_test}
+  body = {"format": _FINGERPRINT_FORMAT, "config": config.name,
+          "version": str(version or Hha300.VERSION), "source": config.source,
+          "inputs": inputs}
+  body = json.loads(_canonical(body))   # tuples -> lists, as a stored copy reads back
+  digest = hashlib.sha256(_canonical(body).encode()).hexdigest()
+  return {**body, "digest": digest, "summary": summary}
+
+
+def _write_fingerprint(build_dir: pathlib.Path, fingerprint: dict) -> None:
+  (build_dir / FINGERPRINT_FILE).write_text(
+      json.dumps(fingerprint, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_fingerprint(build_dir: str | os.PathLike) -> dict | None:
+  """The fingerprint stored with a prepared build, or None if it has none.
+
+  Raises:
+    ValueError: the file exists but is not a JSON object (names the file).
+  """
+  path = pathlib.Path(os.fspath(build_dir)) / FINGERPRINT_FILE
+  if not path.is_file():
+    return None
+  try:
+    stored = json.loads(path.read_text(encoding="utf-8"))
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path}: unreadable input fingerprint ({e})") from e
+  if not isinstance(stored, dict):
+    raise ValueError(f"{path}: unreadable input fingerprint (not a JSON object)")
+  return stored
+
+
+def _named(names: Sequence[str], what: str) -> str:
+  """One phrase for files changed alike, naming at most `_MAX_NAMED` of them.
+
+  E.g. `a.txt modified`, or `3 files added: a.txt, b.txt, c.txt`.
+  """
+  names = sorted(names)
+  if len(names) == 1:
+    return f"{names[0]} {what}"
+  shown = ", ".join(names[:_MAX_NAMED])
+  more = f" and {len(names) - _MAX_NAMED} more" if len(names) > _MAX_NAMED else ""
+  return f"{len(names)} files {what}: {shown}{more}"
+
+
+def _manual_changes(old: dict, new: dict) -> list[str]:
+  old_files = old.get("files") if isinstance(old.get("files"), dict) else {}
+  new_files = new["files"]
+  parts = []
+  for names, what in (
+      ([n for n in new_files if n not in old_files], "added"),
+      ([n for n in old_files if n not in new_files], "removed"),
+      ([n for n in new_files if n in old_files and old_files[n] != new_files[n]],
+       "modified")):
+    if names:
+      parts.append(_named(names, what))
+  detail = f" ({'; '.join(parts)})" if parts else ""
+  if old.get("manual_dir") != new["manual_dir"]:
+    return [f"manual directory changed from {old.get('manual_dir')} to "
+            f"{new['manual_dir']}{detail}"]
+  return [f"manual directory changed{detail}"] if parts else []
+
+
+def _synthetic_changes(old: dict, new: dict) -> list[str]:
+  changes = []
+  if old.get("preset") != new["preset"]:
+    changes.append(f"synthetic preset changed from {old.get('preset')!r} to "
+                   f"{new['preset']!r}")
+  if old.get("generator_version") != new["generator_version"]:
+    changes.append(f"synthetic generator version changed from "
+                   f"{old.get('generator_version')} to {new['generator_version']}")
+  old_fields = old.get("fields") if isinstance(old.get("fields"), dict) else {}
+  new_fields = new["fields"]
+  fields = [f"{k}: {old_fields.get(k)} -> {new_fields.get(k)}"
+            for k in sorted(set(old_fields) | set(new_fields))
+            if old_fields.get(k) != new_fields.get(k)]
+  if fields:
+    changes.append(f"synthetic preset {new['preset']!r} changed ({'; '.join(fields)})")
+  return changes
+
+
+def describe_changes(stored: dict | None, current: dict) -> list[str]:
+  """What differs between a stored fingerprint and the current one; [] if nothing.
+
+  Args:
+    stored: `read_fingerprint`'s result for a prepared build (None: it has none).
+    current: `input_fingerprint` of the inputs now.
+
+  Returns:
+    One phrase per difference, naming the files added, removed or modified, a moved
+    manual directory, changed synthetic fields or versions.
+  """
+  if stored is None:
+    return [f"no input fingerprint ({FINGERPRINT_FILE}; built by an older hhjax)"]
+  if stored.get("format") != current["format"]:
+    return [f"input fingerprint format changed from {stored.get('format')} to "
+            f"{current['format']}"]
+  if stored.get("digest") == current["digest"]:
+    return []
+  changes = []
+  if stored.get("version") != current["version"]:
+    changes.append(f"builder version changed from {stored.get('version')} to "
+                   f"{current['version']}")
+  old = stored.get("inputs") if isinstance(stored.get("inputs"), dict) else {}
+  if stored.get("source") != current["source"]:
+    changes.append(f"data source changed from {stored.get('source')} to "
+                   f"{current['source']}")
+  elif current["source"] == "manual":
+    changes += _manual_changes(old, current["inputs"])
+  else:
+    changes += _synthetic_changes(old, current["inputs"])
+  return changes or ["input fingerprint differs"]
+
+
+# --- building --------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class BuildResult:
+  """What `ensure_built` did.
+
+  Attributes:
+    builder: the prepared builder; `builder.data_dir` is where the files are.
+    action: "reused" (a prepared copy matched the inputs), "built" (nothing was
+      prepared yet) or "rebuilt" (a copy made from other inputs was replaced).
+    changes: for "rebuilt", what differed (as printed to stderr); empty otherwise.
+  """
+
+  builder: Hha300
+  action: str
+  changes: tuple[str, ...] = ()
+
+
+def _resolve_manual_dir(builder: Hha300, manual_dir: str | None,
+                        stored: dict | None) -> pathlib.Path:
+  """The folder a manual config reads: `manual_dir`, or else TFDS's default.
+
+  TFDS's default is `<data_dir>/downloads/manual`. When that folder is absent or empty
+  and a prepared copy records the folder it was built from, that folder is checked
+  instead, so a copy built with an explicit `manual_dir` can be opened without
+  repeating it (and is still rebuilt when that folder changed).
+  """
+  if manual_dir is not None:
+    return pathlib.Path(manual_dir).expanduser().resolve()
+  default = pathlib.Path(os.fspath(builder.data_dir_root)) / "downloads" / "manual"
+  inputs = (stored or {}).get("inputs")
+  recorded = inputs.get("manual_dir") if isinstance(inputs, dict) else None
+  if (default.is_dir() and any(default.iterdir())) or not isinstance(recorded, str):
+    return default.resolve()
+  return pathlib.Path(recorded)
+
+
+def _check_manual_dir(root: pathlib.Path, config: Hha300Config, structure: bool) -> None:
+  """Fails early on a manual directory that cannot be built from.
+
+  Args:
+    root: the folder.
+    config: the manual config.
+    structure: also check the layout (headers only, not the values), as done before
+      a prepared copy is deleted, so unusable new inputs leave the old copy in place.
+
+  Raises:
+    hhjax.data.layout.LayoutError: naming the problems.
+  """
+  if not root.is_dir():
+    raise layout.LayoutError(f"manual directory {root} does not exist (or is not a "
+                             "directory)")
+  if structure:
+    splits = config.splits or layout.list_splits(root)
+    layout.validate_manual_dir(root, splits, num_classes=NUM_CLASSES,
+                               check_values=False)
+
+
+def ensure_built(config_name: str, data_dir: str | None = None,
+                 manual_dir: str | None = None, *,
+                 on_change: str = "rebuild") -> BuildResult:
+  """Makes sure `hha300/<config_name>` is built from the current inputs.
+
+  A prepared copy is reused only if its stored fingerprint matches the inputs now (see
+  the module docstring); otherwise it is rebuilt, or `StaleBuildError` is raised.
 
   Args:
     config_name: "features", "handwash", "synthetic" or "synthetic_small".
     data_dir: TFDS data directory (TFDS's default, ~/tensorflow_datasets, if None).
-    manual_dir: the manual directory; only for (and needed by) "features" and "handwash".
+    manual_dir: the manual directory; only for "features" and "handwash" (default:
+      TFDS's `<data_dir>/downloads/manual`, or, when that is absent or empty, the
+      folder a prepared copy was built from).
+    on_change: for a prepared copy made from other inputs: "rebuild" (delete it and
+      build again, printing one line to stderr naming what changed) or "error".
+
+  Returns:
+    A `BuildResult`: the prepared builder and whether it was reused, built or rebuilt.
+
+  Raises:
+    ValueError: unknown config or `on_change`, or `manual_dir` given for a synthetic
+      config.
+    StaleBuildError: `on_change="error"` and the prepared copy is stale.
+    hhjax.data.layout.LayoutError: the manual directory is absent or invalid (a
+      prepared copy is then kept as it was).
+  """
+  if on_change not in ON_CHANGE:
+    raise ValueError(f"on_change must be one of {ON_CHANGE}, got {on_change!r}")
+  builder = make_builder(config_name, data_dir)
+  config = builder.builder_config
+  manual = config.source == "manual"
+  if manual_dir is not None and not manual:
+    raise ValueError(f"manual_dir applies only to the manual configs (features, "
+                     f"handwash), not to hha300/{config_name}")
+  prepared = builder.is_prepared()
+  stored, unreadable = None, None
+  if prepared:
+    try:
+      stored = read_fingerprint(builder.data_dir)
+    except ValueError as e:
+      unreadable = str(e)
+  root = _resolve_manual_dir(builder, manual_dir, stored) if manual else None
+  changes: tuple[str, ...] = ()
+  if prepared:
+    current = input_fingerprint(config, root, version=builder.version)
+    changes = (unreadable,) if unreadable else tuple(describe_changes(stored, current))
+    if not changes:
+      return BuildResult(builder, "reused")
+    if on_change == "error":
+      raise StaleBuildError(config_name, str(builder.data_dir), changes)
+    print(f"{_NAME}/{config_name}: {'; '.join(changes)} - rebuilding", file=sys.stderr)
+  if manual:
+    _check_manual_dir(root, config, structure=prepared)
+  if prepared:
+    shutil.rmtree(os.fspath(builder.data_dir))
+    builder = make_builder(config_name, data_dir)   # forget the deleted copy's info
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=os.fspath(root) if root is not None else None))
+  return BuildResult(builder, "rebuilt" if prepared else "built", changes)
+
+
+def build(config_name: str, data_dir: str | None = None,
+          manual_dir: str | None = None, *, on_change: str = "rebuild") -> Hha300:
+  """Builds `hha300/<config_name>` unless a copy of the current inputs is there.
+
+  See `ensure_built`, which also says whether the copy was reused, built or rebuilt.
+
+  Args:
+    config_name: "features", "handwash", "synthetic" or "synthetic_small".
+    data_dir: TFDS data directory (TFDS's default, ~/tensorflow_datasets, if None).
+    manual_dir: the manual directory; only for "features" and "handwash".
+    on_change: "rebuild" (default) or "error" (raise `StaleBuildError`) when the
+      prepared copy was made from other inputs.
 
   Returns:
     The prepared builder; `builder.data_dir` is where the files are.
 
   Raises:
     ValueError: unknown config, or `manual_dir` given for a synthetic config.
+    StaleBuildError: `on_change="error"` and the prepared copy is stale.
     hhjax.data.layout.LayoutError: the manual directory is absent or invalid.
   """
-  builder = make_builder(config_name, data_dir)
-  if manual_dir is not None and builder.builder_config.source != "manual":
-    raise ValueError(f"manual_dir applies only to the manual configs (features, "
-                     f"handwash), not to hha300/{config_name}")
-  if not builder.is_prepared():
-    if manual_dir is not None and not pathlib.Path(manual_dir).is_dir():
-      raise layout.LayoutError(f"manual directory {manual_dir} does not exist "
-                               "(or is not a directory)")
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  return builder
+  return ensure_built(config_name, data_dir, manual_dir, on_change=on_change).builder
 
 
 def load_source(config_name: str, split: str, data_dir: str | None = None,
-                manual_dir: str | None = None):
+                manual_dir: str | None = None, *, on_change: str = "rebuild"):
   """Random-access source for one split, building the data set first if needed.
 
   Args:
@@ -316,10 +726,13 @@ def load_source(config_name: str, split: str, data_dir: str | None = None,
     split: "train" or "test" (or any TFDS split expression, e.g. "train[:10]" or
       "fold1+fold2").
     data_dir: TFDS data directory (TFDS's default if None).
-    manual_dir: the manual directory, for "features".
+    manual_dir: the manual directory, for "features" and "handwash".
+    on_change: as for `build`: "rebuild" (default) or "error" when the prepared copy
+      was made from other inputs.
 
   Returns:
     A `tfds.data_source`-style source: `len(source)`, `source[i]` -> example dict of
     numpy values (see the module docstring).
   """
-  return build(config_name, data_dir, manual_dir).as_data_source(split=split)
+  return build(config_name, data_dir, manual_dir,
+               on_change=on_change).as_data_source(split=split)

@@ -59,6 +59,12 @@ STEP_KEY_ACTIONS = ((0, 1), (2, 3), (0, 3), (4, 5), (6, 7), (1, 5))
 
 ATTRIBUTES = ("NE", "EN", "ES")
 
+# Version of the generator's code. The `hha300` builder keys its synthetic builds by this
+# and by the preset's `SyntheticConfig` fields, so a prepared copy is regenerated when
+# either changes. Bump it whenever a change to this module alters what `write_layout`
+# writes for an unchanged `SyntheticConfig`.
+GENERATOR_VERSION = 1
+
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
