@@ -36,8 +36,24 @@ Modes (how per-frame features come out of a network whose features have temporal
   Frame t then takes the linear interpolation between the features centred at 8 floor(t/8)
   and 8 floor(t/8) + 8. Costs about chunk / (chunk - 2 margin) frames of network per frame.
 
-Videos whose output exists are skipped; outputs are written to a temporary file and
-renamed, so an interrupted run leaves no partial .npy. A video that cannot be decoded is
+Provenance and reruns: `<out>/extract_manifest.json` (beside `features/`) records the
+settings that determine the values (`provenance`: stream, weights by SHA-256 or
+"random:<seed>", mode and its window or chunk/margin, fps, frame limit, resize/crop and
+flow settings; for handpose the MediaPipe model, thresholds and version; the hhjax
+version) and, per video written, its source file's name, size and mtime and the output's
+frame count. A rerun whose settings differ from the recorded ones (the hhjax version
+counts up to its minor number), or that finds .npy files the manifest does not list,
+refuses with exit status 2 and names each differing field or unlisted file; `--overwrite`
+deletes the old features and extracts every video afresh. With equal settings, videos
+listed with an existing .npy are skipped, unless their source file's size or mtime
+changed, and those are extracted again. Two videos with the same stem (a.mp4 and a.avi)
+would write the same `<stem>.npy`: that is an error (status 2) before anything is
+extracted.
+
+Outputs are written to a temporary file; the main process (also with handpose
+`--workers`) then lists the video in the manifest, itself written atomically, and renames
+the file into place, so an interrupted run leaves no partial .npy and no .npy without its
+entry, and the next run resumes where it stopped. A video that cannot be decoded is
 reported by name, the others are still processed, and the command exits with status 1
 and a summary of the failures.
 
@@ -51,12 +67,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import hashlib
+import importlib.metadata
+import json
 import math
 import os
 import pathlib
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,12 +89,16 @@ from hhjax.ops import flow as flow_ops
 __all__ = [
   "ExtractConfig",
   "FeatureExtractor",
+  "MANIFEST_FILE",
   "VIDEO_EXTENSIONS",
   "feature_centres",
   "find_videos",
   "main",
+  "plan_run",
+  "provenance",
   "random_variables",
   "run_windows",
+  "settings_differences",
 ]
 
 STREAMS = ("i3d", "handpose")
@@ -516,15 +540,29 @@ def find_videos(path: str | os.PathLike) -> list[pathlib.Path]:
   return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
 
 
-def _save_atomic(array: np.ndarray, target: pathlib.Path) -> None:
-  tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+def output_collisions(videos: Iterable[pathlib.Path]) -> list[list[pathlib.Path]]:
+  """Groups of videos that would write the same `<stem>.npy` (e.g. a.mp4 and a.avi)."""
+  by_stem: dict[str, list[pathlib.Path]] = {}
+  for path in videos:
+    by_stem.setdefault(path.stem, []).append(path)
+  return [paths for paths in by_stem.values() if len(paths) > 1]
+
+
+def _temp_path(target: pathlib.Path) -> pathlib.Path:
+  """A hidden file beside `target`, private to this process (for write-then-rename)."""
+  return target.with_name(f".{target.name}.{os.getpid()}.tmp")
+
+
+def _save_temp(array: np.ndarray, target: pathlib.Path) -> pathlib.Path:
+  """Saves `array` to a temporary file beside `target`; `_commit` moves it into place."""
+  tmp = _temp_path(target)
   try:
     with open(tmp, "wb") as f:
       np.save(f, array)
-    os.replace(tmp, target)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+  return tmp
 
 
 _RANDOM_REFUSAL = (
@@ -543,6 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "(2048, T) or MediaPipe hand pose (212, T).")
   p.add_argument("--videos", required=True, help="directory of videos (or one video file)")
   p.add_argument("--out", required=True, help="output root; features go to <out>/features/")
+  p.add_argument("--overwrite", action="store_true",
+                 help="delete the features already in <out>/features/ and extract every "
+                      "video with this run's settings (needed when they were made with "
+                      "other or unknown settings)")
   p.add_argument("--stream", choices=STREAMS, default="i3d",
                  help="i3d: RGB + TV-L1 flow I3D features (needs weights); handpose: "
                       "MediaPipe hand landmarks (needs hhjax[handpose]; see "
@@ -579,14 +621,295 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
+def config_from_args(args: argparse.Namespace) -> ExtractConfig:
+  """The `ExtractConfig` of parsed arguments (raises ValueError for invalid settings)."""
+  return ExtractConfig(
+    mode=args.mode, window=args.window, chunk=args.chunk, margin=args.margin,
+    batch_size=args.batch_size, size=args.size, short_side=args.short_side, fps=args.fps,
+    max_frames=args.max_frames, flow_size=args.flow_size,
+    flow_iterations=args.flow_iterations, flow_outer=args.flow_outer,
+    flow_warps=args.flow_warps, flow_scales=args.flow_scales,
+    decode_chunk=args.decode_chunk)
+
+
+def _hand_kwargs(args: argparse.Namespace) -> dict:
+  """`HandPoseExtractor` arguments of a handpose run (main process and workers alike)."""
+  from hhjax import handpose  # noqa: PLC0415
+  return dict(model_complexity=args.hand_model,
+              min_detection_confidence=handpose.MIN_DETECTION_CONFIDENCE,
+              min_tracking_confidence=handpose.MIN_TRACKING_CONFIDENCE,
+              fps=args.fps, max_frames=args.max_frames, decode_chunk=args.decode_chunk)
+
+
 def _load_stream(path: str | None, in_channels: int, seed: int) -> tuple[dict, str]:
   if path is None:
     return random_variables(in_channels, seed), f"random (seed {seed})"
   return i3d.load_pretrained(path, in_channels=in_channels), os.fspath(path)
 
 
+# ---------------------------------------------------------------------------------------
+# Provenance: the settings behind the features in an output folder.
+
+# In <out>/, beside features/: the features folder keeps only <video>.npy files.
+MANIFEST_FILE = "extract_manifest.json"
+MANIFEST_FORMAT = 1
+_LISTED_NAMES = 10  # file names shown in one message before "and N more"
+_OVERWRITE_ADVICE = (
+  "Features of different settings must not be mixed in one folder: pass --overwrite to "
+  "delete them and extract every video with this run's settings, or choose another --out.")
+
+
+class RefusedError(Exception):
+  """The output folder holds features this run must not be mixed with."""
+
+
+def manifest_path(features_dir: pathlib.Path) -> pathlib.Path:
+  """`<out>/extract_manifest.json` of the features folder `<out>/features`."""
+  return features_dir.parent / MANIFEST_FILE
+
+
+def hhjax_version() -> str:
+  """`hhjax.__version__`, or else the installed distribution's version."""
+  import hhjax  # noqa: PLC0415
+  return getattr(hhjax, "__version__", None) or importlib.metadata.version("hhjax")
+
+
+def _package_version(name: str) -> str | None:
+  try:
+    return importlib.metadata.version(name)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+  """Hex SHA-256 of a file's bytes (read 1 MiB at a time)."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _weights_id(path: str | None, seed: int) -> str:
+  """"sha256:<hex>" of a weights file, or "random:<seed>" for seeded random weights."""
+  if path is None:
+    return f"random:{seed}"
+  try:
+    return f"sha256:{file_sha256(path)}"
+  except OSError as e:
+    raise ValueError(f"{path}: cannot read the weights file ({e.strerror or e})") from e
+
+
+def provenance(args: argparse.Namespace) -> dict:
+  """The settings of a run that determine its feature values (a JSON-able dict).
+
+  The one list of value-changing options; two runs whose dicts agree (the hhjax version
+  up to its patch level, see `settings_differences`) write interchangeable features.
+  Options that only change speed or memory (--batch-size, --decode-chunk, --workers,
+  --no-progress) are left out, as are those of the other stream or mode (--window in
+  fast mode, --chunk/--margin in dense mode). Sizes are recorded after their defaults are
+  resolved, so spelling a default out is not a change.
+
+  I3D weights are identified by the SHA-256 of their file (a .pt and the .npz converted
+  from it count as different), seeded random weights by "random:<seed>" (RGB uses --seed,
+  flow --seed + 1). The handpose stream records MediaPipe's installed version, because
+  its hand models ship inside the wheel.
+
+  Args:
+    args: parsed `build_parser()` arguments.
+
+  Raises:
+    ValueError: invalid I3D settings, or a weights file that cannot be read.
+  """
+  settings = {"stream": args.stream, "hhjax": hhjax_version()}
+  if args.stream == "handpose":
+    from hhjax import handpose  # noqa: PLC0415
+    kwargs = _hand_kwargs(args)
+    settings.update(
+      feature_dim=handpose.FEATURE_DIM, mediapipe=_package_version("mediapipe"),
+      hand_model=kwargs["model_complexity"],
+      min_detection_confidence=kwargs["min_detection_confidence"],
+      min_tracking_confidence=kwargs["min_tracking_confidence"],
+      fps=kwargs["fps"], max_frames=kwargs["max_frames"],
+      frame_size="native (no resize or crop)")
+    return settings
+  config = config_from_args(args)
+  settings.update(
+    feature_dim=2 * FEATURE_DIM,
+    rgb_weights=_weights_id(args.rgb_weights, args.seed),
+    flow_weights=_weights_id(args.flow_weights, args.seed + 1),
+    mode=config.mode)
+  if config.mode == "dense":
+    settings["window"] = config.window
+  else:
+    settings.update(chunk=config.chunk, margin=config.margin)
+  settings.update(
+    fps=config.fps, max_frames=config.max_frames, short_side=config.resize_to,
+    crop=config.size, flow_size=config.flow_size or config.size,
+    flow_iterations=config.flow_iterations, flow_outer=config.flow_outer,
+    flow_warps=config.flow_warps, flow_scales=config.flow_scales)
+  return settings
+
+
+_NOT_RECORDED = object()
+
+
+def _shown(value) -> str:
+  if value is _NOT_RECORDED:
+    return "(not recorded)"
+  if isinstance(value, str) and value.startswith("sha256:"):
+    return f"sha256 {value[7:19]}.."
+  return "none" if value is None else str(value)
+
+
+def _minor(version) -> str:
+  return ".".join(str(version).split(".")[:2])
+
+
+def settings_differences(old: dict, new: dict) -> list[str]:
+  """"field: old -> new" for each setting that differs between two `provenance` dicts.
+
+  The hhjax version is compared up to its minor number only ("0.1.0" = "0.1.3"): a
+  release that changes feature values must raise at least the minor version.
+  """
+  lines = []
+  for key in [*new, *(k for k in old if k not in new)]:
+    a, b = old.get(key, _NOT_RECORDED), new.get(key, _NOT_RECORDED)
+    if key == "hhjax" and _NOT_RECORDED not in (a, b):
+      same = _minor(a) == _minor(b)
+    else:
+      same = a == b
+    if not same:
+      lines.append(f"{key}: {_shown(a)} -> {_shown(b)}")
+  return lines
+
+
+def _names(names: Sequence[str]) -> str:
+  shown = ", ".join(names[:_LISTED_NAMES])
+  more = len(names) - _LISTED_NAMES
+  return shown + (f" and {more} more" if more > 0 else "")
+
+
+def read_manifest(path: pathlib.Path) -> dict | None:
+  """The manifest at `path`, or None if there is none.
+
+  Raises:
+    RefusedError: the file exists but is not a manifest this version can read.
+  """
+  if not path.exists():
+    return None
+  try:
+    manifest = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise RefusedError(f"{path}: cannot be read ({e}), so the settings of the features "
+                       f"beside it are unknown") from e
+  if (not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT
+      or not isinstance(manifest.get("settings"), dict)
+      or not isinstance(manifest.get("videos"), dict)):
+    raise RefusedError(f"{path}: not an extraction manifest of format {MANIFEST_FORMAT}, "
+                       f"so the settings of the features beside it are unknown")
+  return manifest
+
+
+def write_manifest(manifest: dict, path: pathlib.Path) -> None:
+  """Writes `manifest` as JSON atomically (temporary file, fsync, rename)."""
+  tmp = _temp_path(path)
+  try:
+    with open(tmp, "w") as f:
+      json.dump(manifest, f, indent=1)
+      f.write("\n")
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
+def source_record(path: pathlib.Path) -> dict:
+  """What the manifest keeps of a source video: file name, size and mtime (ns)."""
+  st = path.stat()
+  return {"source": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def plan_run(out_dir: pathlib.Path, videos: Sequence[pathlib.Path], settings: dict,
+             overwrite: bool) -> tuple[dict, list[pathlib.Path], int, list[str]]:
+  """Checks an output folder against this run; returns what is left to extract.
+
+  Without `overwrite`, refuses when the folder's manifest records other settings or
+  when it holds .npy files the manifest does not list. With `overwrite`, deletes every
+  .npy there and starts a new manifest. Then a video is skipped when the manifest lists
+  it, its .npy exists and its source file has the recorded name, size and mtime; a video
+  whose source changed loses its old .npy and entry and is extracted again. The manifest
+  (this run's settings, or the equal ones recorded, and the entries still valid) is
+  written before anything is extracted.
+
+  Args:
+    out_dir: the features folder `<out>/features` (exists).
+    videos: this run's videos.
+    settings: `provenance(args)`.
+    overwrite: --overwrite.
+
+  Returns:
+    (manifest, videos to extract, number skipped, names of changed sources).
+
+  Raises:
+    RefusedError: the folder holds features of other or unknown settings.
+  """
+  path = manifest_path(out_dir)
+  outputs = sorted(p.name for p in out_dir.glob("*.npy"))
+  manifest = None
+  if overwrite:
+    for name in outputs:
+      (out_dir / name).unlink()
+    if outputs:
+      print(f"--overwrite: deleted {len(outputs)} earlier feature file(s) in {out_dir}",
+            file=sys.stderr)
+  else:
+    manifest = read_manifest(path)
+    problems = []
+    if manifest is not None:
+      differences = settings_differences(manifest["settings"], settings)
+      if differences:
+        problems.append(f"{path} records other settings than this run's:\n"
+                        + "".join(f"  {line}\n" for line in differences))
+    listed = manifest["videos"] if manifest is not None else {}
+    unknown = [name for name in outputs if name[:-len(".npy")] not in listed]
+    if unknown:
+      problems.append(f"{len(unknown)} feature file(s) in {out_dir} are not listed in "
+                      f"{path}, so their settings are unknown: {_names(unknown)}\n")
+    if problems:
+      raise RefusedError("".join(problems).rstrip("\n"))
+  if manifest is None:
+    manifest = {"format": MANIFEST_FORMAT, "settings": settings, "videos": {}}
+  entries = manifest["videos"]
+  for stem in [s for s in entries if not (out_dir / f"{s}.npy").exists()]:
+    del entries[stem]  # its output is gone: extracted again when its video comes up
+  todo, changed = [], []
+  for video in videos:
+    entry = entries.get(video.stem)
+    if entry is not None:
+      record = source_record(video)
+      if all(entry.get(k) == v for k, v in record.items()):
+        continue
+      changed.append(video.name)
+      (out_dir / f"{video.stem}.npy").unlink()
+      del entries[video.stem]
+    todo.append(video)
+  write_manifest(manifest, path)
+  return manifest, todo, len(videos) - len(todo), changed
+
+
+# ---------------------------------------------------------------------------------------
+# The run.
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  """Command-line entry point; returns the exit status (0 ok, 1 some videos failed)."""
+  """Command-line entry point; returns the exit status.
+
+  0: all videos done; 1: some videos failed; 2: refused (the output folder holds features
+  of other or unknown settings, or two videos would write the same file), as for bad
+  arguments.
+  """
   parser = build_parser()
   args = parser.parse_args(argv)
   if args.stream == "handpose":
@@ -603,24 +926,32 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.workers < 1:
     parser.error(f"--workers must be >= 1, got {args.workers}")
   try:
-    config = ExtractConfig(
-      mode=args.mode, window=args.window, chunk=args.chunk, margin=args.margin,
-      batch_size=args.batch_size, size=args.size, short_side=args.short_side, fps=args.fps,
-      max_frames=args.max_frames, flow_size=args.flow_size,
-      flow_iterations=args.flow_iterations, flow_outer=args.flow_outer,
-      flow_warps=args.flow_warps, flow_scales=args.flow_scales,
-      decode_chunk=args.decode_chunk)
+    config = config_from_args(args)
     videos = find_videos(args.videos)
+    settings = provenance(args)
   except (ValueError, FileNotFoundError) as e:
     parser.error(str(e))
   if not videos:
     print(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in {args.videos}", file=sys.stderr)
     return 1
+  collisions = output_collisions(videos)
+  if collisions:
+    print("error: videos whose names differ only in the extension would write the same "
+          "feature file (the name without extension is the video id); rename one of each:",
+          file=sys.stderr)
+    for paths in collisions:
+      print(f"  {' and '.join(map(str, paths))} -> {paths[0].stem}.npy", file=sys.stderr)
+    return 2
   out_dir = pathlib.Path(args.out) / FEATURES_DIR
   out_dir.mkdir(parents=True, exist_ok=True)
-
-  todo = [v for v in videos if not (out_dir / f"{v.stem}.npy").exists()]
-  skipped = len(videos) - len(todo)
+  try:
+    manifest, todo, skipped, changed = plan_run(out_dir, videos, settings, args.overwrite)
+  except RefusedError as e:
+    print(f"error: {e}\n{_OVERWRITE_ADVICE}", file=sys.stderr)
+    return 2
+  if changed:
+    print(f"extracting {len(changed)} video(s) again whose source file changed (size or "
+          f"mtime) since its features were made: {_names(changed)}", file=sys.stderr)
   if skipped:
     print(f"skipping {skipped} video(s) whose features exist in {out_dir}", file=sys.stderr)
   if not todo:
@@ -628,8 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
   if args.stream == "handpose":
     from hhjax import handpose  # noqa: PLC0415
-    hand_kwargs = dict(model_complexity=args.hand_model, fps=args.fps,
-                       max_frames=args.max_frames, decode_chunk=args.decode_chunk)
+    hand_kwargs = _hand_kwargs(args)
     try:
       extractor = handpose.HandPoseExtractor(**hand_kwargs)  # also checks the install
     except ImportError as e:
@@ -647,20 +977,28 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"device {jax.devices()[0].device_kind}", file=sys.stderr)
     extractor = FeatureExtractor(rgb_vars, flow_vars, config)
 
+  # Source files are described as they are before extraction: one that changes while it
+  # is read no longer matches its entry and is extracted again by the next run.
+  sources = {path: source_record(path) for path in todo}
+  version = hhjax_version()
   failures: list[tuple[pathlib.Path, str]] = []
   done, frames, wall = 0, 0, time.perf_counter()
+
+  def finish(outcome: _Outcome) -> None:
+    nonlocal done, frames
+    outcome = _commit(outcome, manifest, out_dir, {**sources[outcome.path], "hhjax": version})
+    done, frames = _report(outcome, failures, done, frames)
+
   if args.workers > 1:
     import multiprocessing  # noqa: PLC0415
     pool = multiprocessing.get_context("spawn").Pool(
       min(args.workers, len(todo)), initializer=_init_worker, initargs=(hand_kwargs,))
     with pool:
-      outcomes = pool.imap_unordered(_worker_extract, [(p, out_dir) for p in todo])
-      for outcome in outcomes:
-        done, frames = _report(outcome, failures, done, frames)
+      for outcome in pool.imap_unordered(_worker_extract, [(p, out_dir) for p in todo]):
+        finish(outcome)
   else:
     for path in todo:
-      outcome = _extract_one(extractor, path, out_dir, not args.no_progress)
-      done, frames = _report(outcome, failures, done, frames)
+      finish(_extract_one(extractor, path, out_dir, not args.no_progress))
   wall = time.perf_counter() - wall
   speed = f", {frames} frames in {wall:.0f} s: {frames / wall:.2f} frames/s" if done else ""
   print(f"done: {done} extracted, {skipped} skipped, {len(failures)} failed{speed}",
@@ -673,28 +1011,61 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 0
 
 
-def _extract_one(extractor, path: pathlib.Path, out_dir: pathlib.Path, progress: bool):
-  """Extracts and saves one video: (path, T, seconds, None) or (path, 0, 0, error)."""
+class _Outcome(NamedTuple):
+  """One video's result: its features in a temporary file, or an error message."""
+
+  path: pathlib.Path
+  frames: int
+  seconds: float
+  error: str | None
+  temp: pathlib.Path | None
+
+
+def _extract_one(extractor, path: pathlib.Path, out_dir: pathlib.Path, progress: bool
+                 ) -> _Outcome:
+  """Extracts one video into a temporary file beside its output (runs in workers too)."""
   start = time.perf_counter()
   try:
     features = extract_with_progress(extractor, path, progress)
-    _save_atomic(features, out_dir / f"{path.stem}.npy")
+    temp = _save_temp(features, out_dir / f"{path.stem}.npy")
   except video_lib.VideoError as e:
-    return path, 0, 0.0, str(e)
+    return _Outcome(path, 0, 0.0, str(e), None)
   except Exception as e:  # keep going with the other videos
-    return path, 0, 0.0, f"{path}: {type(e).__name__}: {e}"
-  return path, features.shape[1], time.perf_counter() - start, None
+    return _Outcome(path, 0, 0.0, f"{path}: {type(e).__name__}: {e}", None)
+  return _Outcome(path, features.shape[1], time.perf_counter() - start, None, temp)
 
 
-def _report(outcome, failures: list, done: int, frames: int) -> tuple[int, int]:
+def _commit(outcome: _Outcome, manifest: dict, out_dir: pathlib.Path, record: dict
+            ) -> _Outcome:
+  """Lists a finished video in the manifest, then moves its features into place.
+
+  Only the main process calls this. The order keeps the folder consistent whenever a run
+  stops: an entry whose .npy is missing is extracted again by the next run, and an .npy
+  is never there without its entry.
+  """
+  if outcome.error is not None:
+    return outcome
+  target = out_dir / f"{outcome.path.stem}.npy"
+  manifest["videos"][outcome.path.stem] = {**record, "frames": outcome.frames}
+  try:
+    write_manifest(manifest, manifest_path(out_dir))
+    os.replace(outcome.temp, target)
+  except OSError as e:
+    del manifest["videos"][outcome.path.stem]
+    outcome.temp.unlink(missing_ok=True)
+    return _Outcome(outcome.path, 0, 0.0, f"{target}: cannot be written ({e})", None)
+  return outcome
+
+
+def _report(outcome: _Outcome, failures: list, done: int, frames: int) -> tuple[int, int]:
   """Prints one video's outcome; returns the updated (done, frames) counts."""
-  path, count, seconds, error = outcome
-  if error is not None:
-    failures.append((path, error))
-    print(f"ERROR {error}", file=sys.stderr)
+  if outcome.error is not None:
+    failures.append((outcome.path, outcome.error))
+    print(f"ERROR {outcome.error}", file=sys.stderr)
     return done, frames
-  print(f"{path.name}: {count} frames ({count / max(seconds, 1e-9):.2f} frames/s)",
-        file=sys.stderr)
+  count = outcome.frames
+  print(f"{outcome.path.name}: {count} frames ({count / max(outcome.seconds, 1e-9):.2f} "
+        f"frames/s)", file=sys.stderr)
   return done + 1, frames + count
 
 
@@ -707,7 +1078,8 @@ def _init_worker(kwargs: dict) -> None:
   _WORKER_EXTRACTOR = handpose.HandPoseExtractor(**kwargs)
 
 
-def _worker_extract(job):
+def _worker_extract(job) -> _Outcome:
+  """Extracts one video in a worker; the main process records it (`_commit`)."""
   path, out_dir = job
   return _extract_one(_WORKER_EXTRACTOR, path, out_dir, False)
 

@@ -65,6 +65,10 @@ HAND_DIM = 3 * NUM_LANDMARKS + 2 * NUM_LANDMARKS + 1   # 106
 FEATURE_DIM = len(SLOTS) * HAND_DIM                    # 212
 WRIST, MIDDLE_BASE = 0, 9
 MIN_SCALE_PX = 1.0
+# MediaPipe's detection and tracking thresholds (its own defaults); `hhjax.extract`
+# records them with the features they produce.
+MIN_DETECTION_CONFIDENCE = 0.5
+MIN_TRACKING_CONFIDENCE = 0.5
 INSTALL_HINT = ('the handpose stream needs MediaPipe 0.10.14 (it ships the hand '
                 'models): pip install "hhjax[handpose]"')
 
@@ -165,8 +169,10 @@ class HandPoseExtractor:
     ImportError: MediaPipe (with its hand models) is not installed; says how to install.
   """
 
-  def __init__(self, model_complexity: int = 1, min_detection_confidence: float = 0.5,
-               min_tracking_confidence: float = 0.5, fps: float | None = None,
+  def __init__(self, model_complexity: int = 1,
+               min_detection_confidence: float = MIN_DETECTION_CONFIDENCE,
+               min_tracking_confidence: float = MIN_TRACKING_CONFIDENCE,
+               fps: float | None = None,
                max_frames: int | None = None, decode_chunk: int = 32):
     if model_complexity not in (0, 1):
       raise ValueError(f"model_complexity must be 0 or 1, got {model_complexity}")
