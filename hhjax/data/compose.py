@@ -1,14 +1,14 @@
-"""Composing whole hand washes from single-step clips, at the feature level.
+"""Composing whole hand washes from single-step clips: from their features, or as video.
 
 Some public hand-washing sets (e.g. the Kaggle hand-wash videos listed in a `clips.csv`)
 hold one short clip per WHO step and person, not whole washes. This module cuts and
 joins the clips' per-frame features into full-wash sequences and writes them in the
 manual layout read by `hhjax.data.layout`, so they go through the same training and
-evaluation code as HHA300 or the synthetic set. No video is decoded here: the input is
-one (D, T) feature array per clip (MS-TCN convention, a column per frame), e.g.
+evaluation code as HHA300 or the synthetic set. No video is decoded for this: the input
+is one (D, T) feature array per clip (MS-TCN convention, a column per frame), e.g.
 `features/<clip stem>.npy` written by a feature extractor.
 
-A composed wash of one person:
+A composed wash of one person, in the "cut" style (the default):
 
 * the WHO steps 1..6 come mostly in order; a neighbouring pair is swapped with
   probability `swap_prob`;
@@ -25,17 +25,33 @@ Scores. The clips carry no quality grades, so the scores measure completeness on
 present step has attribute ES and counts 1, a left-out step has attribute NE and counts
 0, and the video score is the number of steps done (0..6). EN never occurs.
 
+The "real" style composes washes like recorded ones, which are several times longer: a
+step is every clip the person has for it (for WHO steps 2, 4, 5 and 6 the left- and the
+right-hand clip, one after the other), each played whole with probability `full_prob`
+(else a part of at least `min_part`), and the opening and closing background likewise.
+The "mix" style makes half of each person's washes of each kind; it is the one to train
+on, so that a model sees short and real-length washes alike.
+
 Every wash records where each of its frame ranges came from (`Segment`), so the
 composition can be checked frame by frame.
 
+Whole-clip washes (`write_wholeclip_layout`) are for evaluation: per person, all of the
+person's clips played in full, in WHO order, written as ONE video (decoded with decord,
+re-encoded with OpenCV) with per-frame labels from the clip boundaries, so that a feature
+extractor sees one continuous recording, as it would a real wash.
+
 Entry points: `read_clips`, `load_clip_features`, `compose_washes`,
-`leave_people_out_folds`, `write_layout`, and the command
+`leave_people_out_folds`, `write_layout`, `wholeclip_order`, `write_wholeclip_layout`,
+and the command
 
     python -m hhjax.data.compose --clips DIR/clips.csv --features OUT/features \\
-        --out DIR --folds 4
+        --out DIR --folds 4 --style mix
 
 which writes the manual layout with one split bundle per fold (`fold0` ... `fold3`),
-ready for the `hha300/handwash` builder config and `python -m hhjax.crossval`.
+ready for the `hha300/handwash` builder config and `python -m hhjax.crossval`; with
+`--videos DIR` instead of `--features` it writes the whole-clip videos, labels and
+`splits/wholeclip.bundle` (then `python -m hhjax.extract --videos OUT/videos --out OUT`
+adds their features).
 """
 
 from __future__ import annotations
@@ -64,6 +80,11 @@ PathLike = str | os.PathLike
 # Where `python -m hhjax.crossval` keeps the TFDS build of a composed layout, inside it,
 # so that composing afresh (`--overwrite`) also discards the stale build.
 TFDS_DIR = "tfds"
+# Composition styles of `compose_washes`.
+STYLES = ("cut", "real", "mix")
+# The whole-clip layout: its videos folder and its one split bundle.
+VIDEOS_DIR = "videos"
+WHOLECLIP_SPLIT = "wholeclip"
 
 
 class ClipsError(ValueError):
@@ -131,6 +152,7 @@ class Wash:
     step_order: the WHO steps performed, in the order done.
     attributes: (6,) int32 per step, index into `layout.ATTRIBUTES` (NE or ES).
     score: number of steps done.
+    style: how it was composed, "cut" or "real" (see `compose_washes`).
   """
 
   name: str
@@ -141,6 +163,7 @@ class Wash:
   step_order: tuple[int, ...]
   attributes: np.ndarray
   score: float
+  style: str = "cut"
 
   @property
   def num_frames(self) -> int:
@@ -309,11 +332,97 @@ def _piece(rng: np.random.Generator, own: Mapping[int, Sequence[Clip]], label: i
   return label, clip, start, end
 
 
+def _whole_or_part(rng: np.random.Generator, clip: Clip, label: int,
+                   arrays: Mapping[str, np.ndarray], full_prob: float, low: float,
+                   high: float) -> tuple[int, Clip, int, int]:
+  """All of `clip` with probability `full_prob`, else a random part of it (`_random_part`
+  with fractions in [low, high]): (label, clip, start, end)."""
+  length = arrays[clip.name].shape[1]
+  if rng.random() < full_prob:
+    return label, clip, 0, length
+  start, end = _random_part(rng, length, low, high)
+  return label, clip, start, end
+
+
+def _done_steps(rng: np.random.Generator, own: Mapping[int, Sequence[Clip]],
+                swap_prob: float, skip_prob: float) -> list[int]:
+  """The steps a wash performs, in the order done: `_step_order`, then each step the
+  person has a clip for is kept with probability 1 - `skip_prob`; at least one is kept."""
+  order = _step_order(rng, swap_prob)
+  done = [s for s in order if own.get(s) and rng.random() >= skip_prob]
+  if not done:
+    available = [s for s in order if own.get(s)]
+    done = [available[int(rng.integers(len(available)))]]
+  return done
+
+
+def _cut_pieces(rng: np.random.Generator, own: Mapping[int, Sequence[Clip]],
+                done: Sequence[int], arrays: Mapping[str, np.ndarray], *, gap_prob: float,
+                min_part: float, background: tuple[float, float]
+                ) -> list[tuple[int, Clip, int, int] | None]:
+  """The pieces of a "cut" wash: each step a part of one of its clips."""
+  low, high = background
+  pieces = [_piece(rng, own, BACKGROUND, arrays, low, high)]
+  for i, step in enumerate(done):
+    if i > 0 and rng.random() < gap_prob:
+      pieces.append(_piece(rng, own, BACKGROUND, arrays, low, high))
+    pieces.append(_piece(rng, own, step, arrays, min_part, 1.0))
+  pieces.append(_piece(rng, own, BACKGROUND, arrays, low, high))
+  return pieces
+
+
+def _real_pieces(rng: np.random.Generator, own: Mapping[int, Sequence[Clip]],
+                 done: Sequence[int], arrays: Mapping[str, np.ndarray], *,
+                 gap_prob: float, min_part: float, background: tuple[float, float],
+                 full_prob: float) -> list[tuple[int, Clip, int, int] | None]:
+  """The pieces of a "real" wash: each step is every clip the person has for it (both
+  hands), one after the other in random order, each whole with probability `full_prob`
+  (else a part of at least `min_part`); the opening and closing background likewise."""
+  low, high = background
+  pieces: list[tuple[int, Clip, int, int] | None] = []
+
+  def end_background():
+    candidates = own.get(BACKGROUND)
+    if not candidates:
+      return None
+    clip = candidates[int(rng.integers(len(candidates)))]
+    return _whole_or_part(rng, clip, BACKGROUND, arrays, full_prob, low, high)
+
+  pieces.append(end_background())
+  for i, step in enumerate(done):
+    if i > 0 and rng.random() < gap_prob:
+      pieces.append(_piece(rng, own, BACKGROUND, arrays, low, high))
+    hands = own[step]
+    for j in rng.permutation(len(hands)):
+      pieces.append(_whole_or_part(rng, hands[int(j)], step, arrays, full_prob,
+                                   min_part, 1.0))
+  pieces.append(end_background())
+  return pieces
+
+
 def compose_washes(clips: Sequence[Clip], features: Mapping[str, np.ndarray], *,
                    washes_per_person: int = 6, seed: int = 0, skip_prob: float = 0.15,
                    swap_prob: float = 0.2, gap_prob: float = 0.4, min_part: float = 0.5,
-                   background_part: tuple[float, float] = (0.1, 0.3)) -> list[Wash]:
+                   background_part: tuple[float, float] = (0.1, 0.3),
+                   style: str = "cut", full_prob: float = 0.5) -> list[Wash]:
   """Composes whole washes per person from single-step clips (see the module docstring).
+
+  Styles (`style`):
+
+  * "cut": each step is one part (at least `min_part`) of ONE of the person's clips for
+    it, picked at random; background parts are short (`background_part`). Washes are
+    short: a few seconds per step.
+  * "real": like a recorded wash. Each step is EVERY clip the person has for it, one
+    after the other in random order, all labelled with the step: for steps 2, 4, 5 and 6
+    the left- and the right-hand clip. Each step clip is played whole with probability
+    `full_prob`, else a part of at least `min_part`; the opening and closing background
+    are a whole wrist clip with probability `full_prob`, else a `background_part` part
+    (gaps between steps stay short). From the Kaggle clips this gives washes of about
+    1-3 minutes.
+  * "mix": per person, washes 0, 2, 4, ... "cut" and 1, 3, 5, ... "real" (half each).
+
+  The step order, left-out steps and gaps follow `swap_prob`, `skip_prob` and `gap_prob`
+  in every style.
 
   Args:
     clips: the clips (`read_clips`).
@@ -326,6 +435,8 @@ def compose_washes(clips: Sequence[Clip], features: Mapping[str, np.ndarray], *,
     min_part: shortest part of a step clip used, as a fraction of its length.
     background_part: (shortest, longest) part of a background clip used, as fractions
       of its length.
+    style: "cut", "real" or "mix" (`STYLES`).
+    full_prob: in the "real" style, probability that a clip is played whole.
 
   Returns:
     The washes, person by person (sorted ids), `washes_per_person` each. People with no
@@ -334,10 +445,12 @@ def compose_washes(clips: Sequence[Clip], features: Mapping[str, np.ndarray], *,
 
   Raises:
     ClipsError: a clip has no features, or the features are not (D, T) with a common D.
-    ValueError: a probability or fraction is out of range.
+    ValueError: a probability or fraction is out of range, or the style is unknown.
   """
+  if style not in STYLES:
+    raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
   for name, value in (("skip_prob", skip_prob), ("swap_prob", swap_prob),
-                      ("gap_prob", gap_prob)):
+                      ("gap_prob", gap_prob), ("full_prob", full_prob)):
     if not 0.0 <= value <= 1.0:
       raise ValueError(f"{name} must be in [0, 1], got {value}")
   if not 0.0 < min_part <= 1.0:
@@ -349,10 +462,7 @@ def compose_washes(clips: Sequence[Clip], features: Mapping[str, np.ndarray], *,
   if washes_per_person < 0:
     raise ValueError(f"washes_per_person must be >= 0, got {washes_per_person}")
   arrays = _clip_features(clips, features)
-  by_person: dict[str, dict[int, list[Clip]]] = collections.defaultdict(
-      lambda: collections.defaultdict(list))
-  for clip in sorted(clips, key=lambda c: c.name):
-    by_person[clip.subject][clip.who_step].append(clip)
+  by_person = _clips_by_person(clips)
 
   rng = np.random.default_rng(seed)
   washes = []
@@ -361,34 +471,45 @@ def compose_washes(clips: Sequence[Clip], features: Mapping[str, np.ndarray], *,
     if not any(own.get(step) for step in range(1, NUM_STEPS + 1)):
       continue
     for k in range(washes_per_person):
-      order = _step_order(rng, swap_prob)
-      done = [s for s in order if own.get(s) and rng.random() >= skip_prob]
-      if not done:
-        available = [s for s in order if own.get(s)]
-        done = [available[int(rng.integers(len(available)))]]
-      pieces = [_piece(rng, own, BACKGROUND, arrays, low, high)]
-      for i, step in enumerate(done):
-        if i > 0 and rng.random() < gap_prob:
-          pieces.append(_piece(rng, own, BACKGROUND, arrays, low, high))
-        pieces.append(_piece(rng, own, step, arrays, min_part, 1.0))
-      pieces.append(_piece(rng, own, BACKGROUND, arrays, low, high))
-      pieces = [p for p in pieces if p is not None]
-
+      kind = style if style != "mix" else ("cut", "real")[k % 2]
+      done = _done_steps(rng, own, swap_prob, skip_prob)
+      if kind == "cut":
+        pieces = _cut_pieces(rng, own, done, arrays, gap_prob=gap_prob,
+                             min_part=min_part, background=(low, high))
+      else:
+        pieces = _real_pieces(rng, own, done, arrays, gap_prob=gap_prob,
+                              min_part=min_part, background=(low, high),
+                              full_prob=full_prob)
       segments, offset = [], 0
-      for label, clip, start, end in pieces:
+      for label, clip, start, end in (p for p in pieces if p is not None):
         segments.append(Segment(label=label, clip=clip.name, start=start, end=end,
                                 offset=offset))
         offset += end - start
       labels = np.concatenate([np.full(s.length, s.label, np.int32) for s in segments])
       feats = np.concatenate([arrays[s.clip][:, s.start:s.end] for s in segments],
                              axis=1)
-      attributes = np.full(NUM_STEPS, NOT_DONE, np.int32)
-      attributes[np.asarray(done) - 1] = DONE
       washes.append(Wash(name=f"{person}_wash{k}", person=person, labels=labels,
                          features=np.ascontiguousarray(feats, np.float32),
                          segments=tuple(segments), step_order=tuple(done),
-                         attributes=attributes, score=float(len(done))))
+                         attributes=_attributes(done), score=float(len(done)),
+                         style=kind))
   return washes
+
+
+def _clips_by_person(clips: Sequence[Clip]) -> dict[str, dict[int, list[Clip]]]:
+  """Person -> WHO step (0 background) -> the person's clips for it, sorted by name."""
+  by_person: dict[str, dict[int, list[Clip]]] = collections.defaultdict(
+      lambda: collections.defaultdict(list))
+  for clip in sorted(clips, key=lambda c: c.name):
+    by_person[clip.subject][clip.who_step].append(clip)
+  return by_person
+
+
+def _attributes(done: Sequence[int]) -> np.ndarray:
+  """(6,) int32: DONE for the steps in `done`, NOT_DONE for the others."""
+  attributes = np.full(NUM_STEPS, NOT_DONE, np.int32)
+  attributes[np.asarray(list(done), np.int64) - 1] = DONE
+  return attributes
 
 
 def leave_people_out_folds(people: Sequence[str], num_folds: int
@@ -436,6 +557,20 @@ def _split_videos(washes: Sequence[Wash], people: Sequence[str], split: str
   if not names:
     raise ValueError(f"split {split!r} would hold no washes (people {sorted(people)})")
   return names
+
+
+def _write_labels_and_scores(out: pathlib.Path, washes) -> None:
+  """Writes `mapping.txt`, `groundTruth/<video>.txt` and `scores.csv` of `washes` (each
+  with `name`, `labels`, `score` and `attributes`) into the existing folder `out`."""
+  (out / layout.MAPPING_FILE).write_text(
+      "".join(f"{i} {name}\n" for i, name in enumerate(CLASS_NAMES)))
+  rows = [",".join(layout.SCORE_COLUMNS)]
+  for wash in washes:
+    (out / layout.GROUND_TRUTH_DIR / f"{wash.name}.txt").write_text(
+        "".join(CLASS_NAMES[c] + "\n" for c in wash.labels))
+    rows.append(",".join([wash.name, f"{wash.score:g}"]
+                         + [layout.ATTRIBUTES[a] for a in wash.attributes]))
+  (out / layout.SCORES_FILE).write_text("\n".join(rows) + "\n")
 
 
 def write_layout(out_dir: PathLike, washes: Sequence[Wash], folds=None, *,
@@ -496,21 +631,202 @@ def write_layout(out_dir: PathLike, washes: Sequence[Wash], folds=None, *,
   out = pathlib.Path(out_dir)
   for sub in (layout.GROUND_TRUTH_DIR, layout.FEATURES_DIR, layout.SPLITS_DIR):
     (out / sub).mkdir(parents=True, exist_ok=True)
-  (out / layout.MAPPING_FILE).write_text(
-      "".join(f"{i} {name}\n" for i, name in enumerate(CLASS_NAMES)))
-  rows = [",".join(layout.SCORE_COLUMNS)]
   for wash in washes:
     np.save(out / layout.FEATURES_DIR / f"{wash.name}.npy",
             np.ascontiguousarray(wash.features, np.float32))
-    (out / layout.GROUND_TRUTH_DIR / f"{wash.name}.txt").write_text(
-        "".join(CLASS_NAMES[c] + "\n" for c in wash.labels))
-    rows.append(",".join([wash.name, f"{wash.score:g}"]
-                         + [layout.ATTRIBUTES[a] for a in wash.attributes]))
-  (out / layout.SCORES_FILE).write_text("\n".join(rows) + "\n")
+  _write_labels_and_scores(out, washes)
   for split, videos in splits.items():
     (out / layout.SPLITS_DIR / f"{split}{layout.BUNDLE_SUFFIX}").write_text(
         "".join(v + "\n" for v in videos))
   return splits
+
+
+# ---------------------------------------------------------------------------------------
+# Whole-clip washes: every clip of a person played in full, as one video.
+
+
+@dataclasses.dataclass(frozen=True)
+class WholeClipWash:
+  """One person's clips joined into one video (`write_wholeclip_layout`).
+
+  Attributes:
+    name: video id, "<person>_wash_whole".
+    person: the subject id.
+    video: the written video file.
+    labels: (T,) int32 class index per frame of the video.
+    segments: the clips in order, frame ranges at the written rate; together they cover
+      0..T-1.
+    attributes: (6,) int32 per step, ES for the steps the person has a clip for, NE else.
+    score: number of steps done.
+  """
+
+  name: str
+  person: str
+  video: pathlib.Path
+  labels: np.ndarray
+  segments: tuple[Segment, ...]
+  attributes: np.ndarray
+  score: float
+
+  @property
+  def num_frames(self) -> int:
+    """T."""
+    return int(self.labels.shape[0])
+
+
+def wholeclip_order(clips: Sequence[Clip]) -> dict[str, list[Clip]]:
+  """Per person, that person's clips in the order of a whole wash.
+
+  The steps come in WHO order, the clips of one step by action number (for the Kaggle
+  set: 1, 2 left, 2 right, 3, 4 left, 4 right, ..., 6 right). Background clips
+  (`who_step` 0, by action number) frame them: with two or more, the first opens the wash
+  and the rest close it; a single one closes it (wrist rubbing comes last in the Kaggle
+  procedure). People without a clip for any step are left out.
+
+  Returns:
+    Person id -> clips, for the people in sorted order.
+  """
+  by_person = _clips_by_person(clips)
+  order = {}
+  for person in sorted(by_person):
+    own = by_person[person]
+    steps = [c for step in range(1, NUM_STEPS + 1)
+             for c in sorted(own.get(step, []), key=lambda c: (c.action, c.name))]
+    if not steps:
+      continue
+    background = sorted(own.get(BACKGROUND, []), key=lambda c: (c.action, c.name))
+    opening = background[:1] if len(background) >= 2 else []
+    order[person] = opening + steps + background[len(opening):]
+  return order
+
+
+def _video_writer(path: pathlib.Path, fps: float, width: int, height: int):
+  """An OpenCV mp4v writer for `path`, checked to be open."""
+  try:
+    import cv2  # noqa: PLC0415 (optional dependency: opencv-python(-headless))
+  except ImportError as e:
+    raise ImportError(
+        "writing whole-clip videos needs OpenCV: `pip install "
+        "opencv-contrib-python-headless` (or `pip install hhjax[test]`)") from e
+  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                           (width, height))
+  if not writer.isOpened():
+    raise OSError(f"{path}: OpenCV cannot open an mp4v video writer")
+  return writer, cv2
+
+
+def write_wholeclip_layout(clips: Sequence[Clip], video_dir: PathLike, out_dir: PathLike,
+                           *, fps: float = 30.0, max_frames: int | None = None,
+                           people: Sequence[str] | None = None) -> list[WholeClipWash]:
+  """Writes one whole wash per person as VIDEO, for evaluation on real-length washes.
+
+  Each person's clips are decoded (decord, at `fps`) and written one after the other, in
+  `wholeclip_order`, into `<out_dir>/videos/<person>_wash_whole.mp4` (OpenCV, mp4v codec,
+  `fps`, the clips' frame size). Beside it go the manual-layout files: `mapping.txt`,
+  `groundTruth/<video>.txt` (each frame labelled with its clip's step, 0 background),
+  `scores.csv` (completeness scores, as for composed washes) and
+  `splits/wholeclip.bundle` listing every video. The features are not written: run
+  `python -m hhjax.extract --videos <out_dir>/videos --out <out_dir>` to add them.
+
+  A video is written under a temporary name and moved into place only once its frame
+  count has been read back and checked, so an interrupted run leaves no partial video.
+
+  Args:
+    clips: the clips (`read_clips`).
+    video_dir: folder holding the clip files named in `clips`.
+    out_dir: the folder to write (created if needed).
+    fps: frame rate of the written videos; clips at another rate are resampled to it.
+    max_frames: use only the first `max_frames` frames of each clip (quick checks).
+    people: write only these people (default: everyone with a step clip).
+
+  Returns:
+    The washes written, by person.
+
+  Raises:
+    ClipsError: a clip file is missing, a person's clips differ in frame size, a clip
+      yields another number of frames than its header promises, or the written video
+      reads back with a wrong frame count; the message names the file.
+    ValueError: `people` names someone without clips, or nobody is left.
+    hhjax.video.VideoError: a clip cannot be decoded.
+    OSError: OpenCV cannot open a video writer.
+    ImportError: decord or OpenCV is not installed.
+  """
+  from hhjax import video as video_io  # noqa: PLC0415 (needs decord only here)
+  if fps <= 0:
+    raise ValueError(f"fps must be positive, got {fps}")
+  if max_frames is not None and max_frames < 1:
+    raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+  order = wholeclip_order(clips)
+  if people is not None:
+    unknown = sorted(set(people) - set(order))
+    if unknown:
+      raise ValueError(f"people {unknown} have no step clips (known: {sorted(order)})")
+    order = {p: order[p] for p in sorted(set(people))}
+  if not order:
+    raise ValueError("no person has a clip for any step")
+  source = pathlib.Path(video_dir)
+  missing = [str(source / c.name) for cs in order.values() for c in cs
+             if not (source / c.name).is_file()]
+  if missing:
+    raise ClipsError(f"{len(missing)} clip video(s) not found: " + ", ".join(missing))
+
+  out = pathlib.Path(out_dir)
+  videos_dir = out / VIDEOS_DIR
+  partial = videos_dir / ".partial"
+  for sub in (layout.GROUND_TRUTH_DIR, layout.SPLITS_DIR):
+    (out / sub).mkdir(parents=True, exist_ok=True)
+  partial.mkdir(parents=True, exist_ok=True)
+  washes = []
+  for person, own in order.items():
+    infos = {c.name: video_io.video_info(source / c.name) for c in own}
+    sizes = {(i.width, i.height) for i in infos.values()}
+    if len(sizes) > 1:
+      raise ClipsError(f"person {person}: clips differ in frame size: " + ", ".join(
+          f"{source / n} is {i.width}x{i.height}" for n, i in infos.items()))
+    width, height = sizes.pop()
+    name = f"{person}_wash_whole"
+    temp = partial / f"{name}.mp4"
+    writer, cv2 = _video_writer(temp, fps, width, height)
+    segments, offset = [], 0
+    try:
+      for clip in own:
+        path = source / clip.name
+        info = infos[clip.name]
+        expected = int(video_io.sample_indices(info.frames, info.fps, fps,
+                                               max_frames).size)
+        count = 0
+        for chunk in video_io.iter_frames(path, fps=fps, short_side=None, crop=None,
+                                          max_frames=max_frames):
+          for frame in chunk:  # (H, W, 3) uint8 RGB
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+          count += chunk.shape[0]
+        if count != expected:
+          raise ClipsError(f"{path}: decoded {count} frames, expected {expected}")
+        segments.append(Segment(label=clip.who_step, clip=clip.name, start=0, end=count,
+                                offset=offset))
+        offset += count
+    except BaseException:
+      writer.release()
+      temp.unlink(missing_ok=True)
+      raise
+    writer.release()
+    written = video_io.video_info(temp).frames
+    if written != offset:
+      raise ClipsError(f"{temp}: the written video holds {written} frames, "
+                       f"expected {offset}")
+    target = videos_dir / f"{name}.mp4"
+    os.replace(temp, target)
+    labels = np.concatenate([np.full(s.length, s.label, np.int32) for s in segments])
+    done = sorted({c.who_step for c in own} - {BACKGROUND})
+    washes.append(WholeClipWash(name=name, person=person, video=target, labels=labels,
+                                segments=tuple(segments), attributes=_attributes(done),
+                                score=float(len(done))))
+  partial.rmdir()
+
+  _write_labels_and_scores(out, washes)
+  (out / layout.SPLITS_DIR / f"{WHOLECLIP_SPLIT}{layout.BUNDLE_SUFFIX}").write_text(
+      "".join(w.name + "\n" for w in washes))
+  return washes
 
 
 # ---------------------------------------------------------------------------------------
@@ -522,50 +838,86 @@ def _parser():
   p = argparse.ArgumentParser(
       prog="python -m hhjax.data.compose",
       description="Compose whole hand washes from single-step clips' per-frame features "
-                  "and write them in the manual layout, split by person.")
+                  "and write them in the manual layout, split by person (--features); or "
+                  "write each person's clips played in full as one video per person, "
+                  "for evaluation (--videos).")
   p.add_argument("--clips", required=True, help="clip list (clips.csv)")
-  p.add_argument("--features", required=True,
-                 help="folder of <clip stem>.npy (D, T) arrays, e.g. the features/ "
-                      "folder written by python -m hhjax.extract")
+  source = p.add_mutually_exclusive_group(required=True)
+  source.add_argument("--features",
+                      help="compose washes from this folder of <clip stem>.npy (D, T) "
+                           "arrays, e.g. the features/ folder written by python -m "
+                           "hhjax.extract")
+  source.add_argument("--videos",
+                      help="write whole-clip washes instead: the folder of the clip "
+                           "videos; writes <out>/videos/<person>_wash_whole.mp4, their "
+                           "labels, scores.csv and splits/wholeclip.bundle")
   p.add_argument("--out", required=True, help="the manual directory to write")
   p.add_argument("--folds", type=int, default=4,
                  help="leave-people-out folds: splits/fold<k>.bundle per fold (default 4)")
   p.add_argument("--test-people", help="comma-separated ids: write train/test bundles "
                                        "instead of folds")
+  p.add_argument("--style", choices=STYLES, default="cut",
+                 help="cut: each step a part of one hand's clip; real: every clip of "
+                      "the step (both hands), whole or cut; mix: half of each person's "
+                      "washes of each (recommended for training). Default cut")
   p.add_argument("--washes-per-person", type=int, default=10)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--skip-prob", type=float, default=0.15)
   p.add_argument("--swap-prob", type=float, default=0.2)
   p.add_argument("--gap-prob", type=float, default=0.4)
+  p.add_argument("--min-part", type=float, default=0.5,
+                 help="shortest part of a step clip used, as a fraction (default 0.5)")
+  p.add_argument("--full-prob", type=float, default=0.5,
+                 help="real style: probability that a clip is played whole (default 0.5)")
+  p.add_argument("--people", help="--videos: comma-separated ids to write (default all)")
+  p.add_argument("--max-frames", type=int,
+                 help="--videos: use only the first N frames of each clip (quick checks)")
   p.add_argument("--overwrite", action="store_true",
                  help="replace the layout files already in --out (and its tfds/ build)")
   return p
+
+
+def _seconds(frames: Sequence[int], fps: float = 30.0) -> str:
+  """'min / median / max s' of frame counts at `fps`."""
+  t = np.asarray(frames, np.float64) / fps
+  return f"{t.min():.0f} / {np.median(t):.0f} / {t.max():.0f} s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Command-line entry point; returns the exit status."""
   import shutil  # noqa: PLC0415
   import sys  # noqa: PLC0415
-  args = _parser().parse_args(argv)
+  parser = _parser()
+  args = parser.parse_args(argv)
+  if args.videos is None and (args.people is not None or args.max_frames is not None):
+    parser.error("--people and --max-frames apply to --videos only")
   out = pathlib.Path(args.out)
   written = [out / name for name in (layout.GROUND_TRUTH_DIR, layout.FEATURES_DIR,
                                      layout.SPLITS_DIR, layout.MAPPING_FILE,
-                                     layout.SCORES_FILE, TFDS_DIR)]
+                                     layout.SCORES_FILE, TFDS_DIR, VIDEOS_DIR)]
   if any(p.exists() for p in written) and not args.overwrite:
     print(f"error: {out} already holds a layout; pass --overwrite to replace it",
           file=sys.stderr)
     return 1
-  try:
-    clips = read_clips(args.clips)
-    features = load_clip_features(args.features, clips)
-    washes = compose_washes(clips, features, washes_per_person=args.washes_per_person,
-                            seed=args.seed, skip_prob=args.skip_prob,
-                            swap_prob=args.swap_prob, gap_prob=args.gap_prob)
+
+  def clear():
     for path in written:
       if path.is_dir():
         shutil.rmtree(path)
       elif path.exists():
         path.unlink()
+
+  try:
+    clips = read_clips(args.clips)
+    if args.videos is not None:
+      return _main_wholeclip(args, clips, out, clear)
+    features = load_clip_features(args.features, clips)
+    washes = compose_washes(clips, features, washes_per_person=args.washes_per_person,
+                            seed=args.seed, skip_prob=args.skip_prob,
+                            swap_prob=args.swap_prob, gap_prob=args.gap_prob,
+                            min_part=args.min_part, style=args.style,
+                            full_prob=args.full_prob)
+    clear()
     if args.test_people:
       splits = write_layout(out, washes, test_people=args.test_people.split(","))
     else:
@@ -579,9 +931,36 @@ def main(argv: Sequence[str] | None = None) -> int:
   print(f"{len(washes)} washes of {len({w.person for w in washes})} people from "
         f"{len(clips)} clips: {frames} frames (D={washes[0].features.shape[0]}), "
         f"{left_out:.0%} of steps left out; written to {out}")
+  for kind in STYLES:
+    lengths = [w.num_frames for w in washes if w.style == kind]
+    if lengths:
+      print(f"  {kind} style: {len(lengths)} washes, length min / median / max "
+            f"{_seconds(lengths)} at 30 fps")
   for split, videos in splits.items():
     people = sorted({person[v] for v in videos})
     print(f"  {split}: {len(videos)} washes of people {', '.join(people)}")
+  return 0
+
+
+def _main_wholeclip(args, clips: Sequence[Clip], out: pathlib.Path, clear) -> int:
+  """`main` with --videos: writes the whole-clip layout and prints what it holds."""
+  from hhjax import video as video_io  # noqa: PLC0415
+  import sys  # noqa: PLC0415
+  people = args.people.split(",") if args.people else None
+  clear()
+  try:
+    washes = write_wholeclip_layout(clips, args.videos, out, max_frames=args.max_frames,
+                                    people=people)
+  except video_io.VideoError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(f"{len(washes)} whole-clip washes ({sum(w.num_frames for w in washes)} frames, "
+        f"length min / median / max {_seconds([w.num_frames for w in washes])}) "
+        f"written to {out / VIDEOS_DIR}; add their features with python -m "
+        f"hhjax.extract --videos {out / VIDEOS_DIR} --out {out}")
+  for wash in washes:
+    print(f"  {wash.name}: {wash.num_frames} frames, {len(wash.segments)} clips, "
+          f"steps done {wash.score:g}")
   return 0
 
 
