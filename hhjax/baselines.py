@@ -71,9 +71,11 @@ def whole_video_regressor(train, test, streams: str = "rgb+flow", *, seed: int =
               rl2=metrics.relative_l2(pred, y_test, *score_range) * 100)
 
 
-def run_all(train, test, streams: str = "rgb+flow", seed: int = 0):
+def run_all(train, test, streams: str = "rgb+flow", seed: int = 0,
+            score_range=(0.0, 6.0)):
   """Rows for the results table: `[(name, metrics), ...]`."""
   return [("per-frame linear classifier", per_frame_classifier(train, test, streams,
                                                                seed=seed)),
           ("whole-video regressor (mean-pooled MLP)",
-           whole_video_regressor(train, test, streams, seed=seed))]
+           whole_video_regressor(train, test, streams, seed=seed,
+                                 score_range=score_range))]

@@ -44,6 +44,7 @@ of the same size; elementwise terms are approximately doubled too).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import functools
 import importlib.util
@@ -63,7 +64,7 @@ import numpy as np
 
 from hhjax.models.attention import MultiHeadAttention
 from hhjax.models.joint import JointModel
-from hhjax.models.segmentation import MultiStageModel
+from hhjax.models.segmenters.conv_transformer import MultiStageModel
 
 OVER_BUDGET = "over budget"
 HHA300_TYPICAL_LENGTH = 1048
@@ -406,8 +407,8 @@ def model_stats(attention: str, length: int, *, joint: bool = False,
   the compiled inference function and, if `backward`, from a forward+backward of a
   sum-of-squares loss on the logits.
   """
-  cls = JointModel if joint else MultiStageModel
-  model = cls(attention=attention, **model_kwargs)
+  model = (_joint_model(attention, **model_kwargs) if joint
+           else MultiStageModel(attention=attention, **model_kwargs))
   x = jax.ShapeDtypeStruct((1, length, feature_dim), jnp.float32)
   mask = jax.ShapeDtypeStruct((1, length), jnp.float32)
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape),
@@ -417,7 +418,7 @@ def model_stats(attention: str, length: int, *, joint: bool = False,
     out = model.apply({"params": params}, x, mask)
     if joint:   # every output, so that XLA keeps the scorer
       return out["logits"], out["step_scores"], out["video_score"]
-    return out[0]
+    return out["logits"]
 
   def loss(params, x, mask):
     return sum(jnp.sum(y ** 2) for y in jax.tree.leaves(forward(params, x, mask)))
@@ -515,12 +516,14 @@ def random_batch(batch: int, length: int, feature_dim: int, num_classes: int,
       labels=rng.integers(0, num_classes, size=(batch, length)).astype(np.int32),
       mask=np.ones((batch, length), np.float32),
       score=rng.uniform(0, 6, size=(batch,)).astype(np.float32),
+      step_scores=rng.uniform(0, 1, size=(batch, 6)).astype(np.float32),
       weight=np.ones((batch,), np.float32))
 
 
 def run_train(args) -> list[dict]:
-  """ms per train step and frames/s with `hhjax.train.compile_steps`, random data."""
-  from hhjax import train
+  """ms per train step and frames/s with the trainer's compiled step, random data."""
+  from hhjax.models.joint import create_model
+  from hhjax.training import state as state_lib, steps
 
   config = load_config(args.config)
   if args.attention:
@@ -528,11 +531,11 @@ def run_train(args) -> list[dict]:
   batch_size = args.batch_size or config.batch_size
   length = args.length or config.dataset.bucket_size
   feature_dim = FEATURE_DIM if config.dataset.streams == "rgb+flow" else FEATURE_DIM // 2
-  mesh = train.make_mesh(jax.local_devices())
-  model = train.create_model(config)
-  state = train.create_train_state(config, model, feature_dim, mesh)
-  p_train_step, _ = train.compile_steps(config, model, mesh)
-  batch = train.to_device(random_batch(batch_size, length, feature_dim,
+  mesh = state_lib.make_mesh(jax.local_devices())
+  model = create_model(config)
+  state = state_lib.create_train_state(config, model, feature_dim, mesh)
+  p_train_step, _ = steps.compile_steps(config, model, mesh)
+  batch = steps.to_device(random_batch(batch_size, length, feature_dim,
                                        config.model.num_classes), mesh)
   key = jax.random.key(0)
   t0 = time.perf_counter()
@@ -561,16 +564,27 @@ TRAIN_COLUMNS = [("config", "config"), ("attention", "attention"), ("batch", "ba
 # ------------------------------------------------------------------------------ long
 
 
+def _joint_model(attention: str, **model_kwargs) -> JointModel:
+  """The joint model with the conv-transformer segmenter; `model_kwargs` are fields of
+  either (`MultiStageModel`'s go to the segmenter, the rest to `JointModel`)."""
+  seg_fields = {f.name for f in dataclasses.fields(MultiStageModel)}
+  seg = {k: v for k, v in model_kwargs.items() if k in seg_fields}
+  head = {k: v for k, v in model_kwargs.items() if k not in seg_fields}
+  if "num_classes" in seg:
+    head["num_classes"] = seg["num_classes"]
+  return JointModel(segmenter=MultiStageModel(attention=attention, **seg), **head)
+
+
 def _joint_eval(attention: str, length: int, feature_dim: int, **model_kwargs):
   """(compiled eval step, params, compile seconds) of the joint model, batch 1."""
-  from hhjax import train
+  from hhjax.training import steps
 
-  model = JointModel(attention=attention, **model_kwargs)
+  model = _joint_model(attention, **model_kwargs)
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16, feature_dim)),
                                jnp.ones((1, 16)))["params"]
   batch = dict(features=jax.ShapeDtypeStruct((1, length, feature_dim), jnp.float32),
                mask=jax.ShapeDtypeStruct((1, length), jnp.float32))
-  compiled, compile_s = compile_timed(functools.partial(train.eval_step, model=model),
+  compiled, compile_s = compile_timed(functools.partial(steps.eval_step, model=model),
                                       params, batch)
   return compiled, params, compile_s
 

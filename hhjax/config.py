@@ -1,8 +1,12 @@
 """Every config field hhjax knows, with its default (the base of all configs).
 
 Other configs start from `get_config()` here and change a few fields, so that a test
-can check that no config carries a key this file does not define.
+can check that no config carries a key this file does not define. `check_config`
+checks the values a typo could break, and `resume_conflicts` names the fields whose
+change would mix two runs in one workdir.
 """
+
+from __future__ import annotations
 
 import ml_collections
 
@@ -24,8 +28,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.standardize = False          # z-score features with the train split's
                                               # mean / std (saved in the workdir)
   config.dataset.num_threads = 2
+  config.dataset.score_range = (0.0, 6.0)     # video scores lie in [lo, hi] (checked
+                                              # against the data; scales R-l2)
 
   config.model = ml_collections.ConfigDict()
+  # The segmentation network (hhjax.models.segmenters): "conv_transformer" (Li et al.)
+  # | "mstcn" | "mstcn_pp" | "asrf" | "bcn" | "asformer" | "none" (video-level only).
+  config.model.segmenter = "conv_transformer"
   config.model.num_classes = 7
   config.model.num_stages = 4
   config.model.num_layers = 10
@@ -40,7 +49,21 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_branches = 2               # key actions per step
   config.model.pool_features = "input"        # "input" | "stage" features are pooled
   config.model.scoring = "steps"              # "steps" (KAS) | "video" (whole video)
+  config.model.video_pool = "mean"            # scoring="video": "mean" | "max" pooling
+                                              # + MLP, or "lstm"
   config.model.score_dropout_rate = 0.0
+  # Fields of one network only (the shared ones above - num_stages, num_layers,
+  # channels, dropout_rate, input_dropout_rate - apply to every network that has them;
+  # dropout and input dropout stay shared so that compared networks train alike).
+  config.model.mstcn_pp = ml_collections.ConfigDict(dict(
+      num_layers_pg=11, num_layers_r=10, num_refinements=3))
+  config.model.asrf = ml_collections.ConfigDict(dict(
+      # None: num_stages (the action / boundary branch stage counts)
+      num_stages_asb=ml_collections.config_dict.placeholder(int),
+      num_stages_brb=ml_collections.config_dict.placeholder(int),
+      boundary_weight=0.1, boundary_pos_weight=0.0, boundary_threshold=0.5,
+      gstmse_weight=0.0, gstmse_sigma=1.0))
+  config.model.asformer = ml_collections.ConfigDict(dict(num_decoders=3, r1=2, r2=2))
 
   config.training_segments = "predicted"      # "predicted" | "ground_truth"
 
@@ -48,6 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.smooth_weight = 0.15
   config.loss.tau = 4.0
   config.loss.score_weight = 1.0
+  config.loss.step_score_weight = 0.0         # per-step score MSE where the data has them
 
   config.learning_rate = 5e-4
   config.lr_schedule = "constant"             # "constant" (the paper) | "cosine" decay
@@ -60,4 +84,83 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.report_baselines = False             # also fit the non-temporal baselines
   config.progress_bar = True
+  config.tensorboard = True                   # event files in <workdir>/tensorboard
+  # Resuming with a config that differs in a field that would mix two runs (data,
+  # model, loss, optimiser, seed, ...) is refused unless this is set.
+  config.allow_resume_changes = False
   return config
+
+
+# Fields a resumed run may change freely: they do not alter what is computed.
+RESUME_SAFE_FIELDS = frozenset({
+    "num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+    "keep_checkpoints", "report_baselines", "progress_bar", "tensorboard",
+    "allow_resume_changes", "dataset.num_threads", "dataset.data_dir"})
+
+
+def _flat(tree, prefix=""):
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = list(v) if isinstance(v, tuple) else v
+  return out
+
+
+def resume_conflicts(saved: dict, new: dict) -> list[str]:
+  """`field: old -> new` for every field whose change would mix two runs.
+
+  `num_train_steps` is safe unless the learning rate decays over it (cosine)."""
+  old_flat, new_flat = _flat(saved), _flat(new)
+  safe = set(RESUME_SAFE_FIELDS)
+  if new_flat.get("lr_schedule") == "cosine":
+    safe.discard("num_train_steps")
+  out = []
+  for key in sorted(set(old_flat) | set(new_flat)):
+    if key in safe:
+      continue
+    a, b = old_flat.get(key, "<absent>"), new_flat.get(key, "<absent>")
+    if a != b:
+      out.append(f"{key}: {a!r} -> {b!r}")
+  return out
+
+
+def check_config(config) -> None:
+  """Checks values a typo could break; clear errors naming the field."""
+  import jax  # noqa: PLC0415
+  from hhjax.data import pipeline  # noqa: PLC0415
+  from hhjax.models import segmenters  # noqa: PLC0415
+  choices = dict(attention=("linear", "softmax", "none"), scorer=("kas", "mlp"),
+                 pool_features=("input", "stage"), scoring=("steps", "video"),
+                 video_pool=("mean", "max", "lstm"),
+                 segmenter=segmenters.names() + ("none",))
+  for field, allowed in choices.items():
+    value = config.model[field]
+    if value not in allowed:
+      raise ValueError(f"config.model.{field}={value!r}; expected one of {allowed}")
+  if config.model.segmenter == "none" and config.model.scoring != "video":
+    raise ValueError("config.model.segmenter='none' needs config.model.scoring='video'")
+  if config.lr_schedule not in ("constant", "cosine"):
+    raise ValueError(f"config.lr_schedule={config.lr_schedule!r}; expected 'constant' or "
+                     "'cosine'")
+  if config.training_segments not in ("predicted", "ground_truth"):
+    raise ValueError(f"config.training_segments={config.training_segments!r}; expected "
+                     "'predicted' or 'ground_truth'")
+  if config.dataset.streams not in pipeline.STREAMS:
+    raise ValueError(f"config.dataset.streams={config.dataset.streams!r}; expected one "
+                     f"of {pipeline.STREAMS}")
+  lo, hi = config.dataset.score_range
+  if not lo < hi:
+    raise ValueError(f"config.dataset.score_range={tuple(config.dataset.score_range)}: "
+                     "needs lo < hi")
+  if config.dataset.frame_stride < 1:
+    raise ValueError(f"config.dataset.frame_stride must be >= 1, got "
+                     f"{config.dataset.frame_stride}")
+  if config.batch_size % jax.device_count():
+    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
+                     f"{jax.device_count()} devices")
+  for field in ("num_train_steps", "log_every_steps", "eval_every_steps",
+                "checkpoint_every_steps", "batch_size"):
+    if config[field] < 1:
+      raise ValueError(f"config.{field} must be >= 1, got {config[field]}")

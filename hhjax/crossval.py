@@ -37,9 +37,10 @@ from absl import app, flags, logging
 import numpy as np
 from ml_collections import config_flags
 
-from hhjax import baselines, metrics, reporting
-from hhjax import train as train_lib
-from hhjax.data import compose, layout
+from hhjax import baselines, cli, metrics, reporting
+from hhjax import config as config_lib
+from hhjax.data import compose, layout, splits
+from hhjax.training.loop import train_and_evaluate
 from hhjax.data.synthetic import CLASS_NAMES
 
 NUM_STEPS = layout.NUM_STEPS
@@ -129,12 +130,12 @@ def run_fold(config, workdir: pathlib.Path, num_folds: int, fold: int) -> dict:
   fold_dir = workdir / f"fold{fold}"
   print(f"=== fold {fold}: train {cfg.dataset.train_split}, test "
         f"{cfg.dataset.eval_split} ===", flush=True)
-  train_lib.train_and_evaluate(cfg, fold_dir)
+  train_and_evaluate(cfg, fold_dir)
   predictions = read_predictions(fold_dir / "predictions.jsonl")
   joint, _ = joint_metrics(predictions)
 
-  train = train_lib.load_split(cfg, cfg.dataset.train_split)
-  test = train_lib.load_split(cfg, cfg.dataset.eval_split)
+  train = splits.load_split(cfg, cfg.dataset.train_split)
+  test = splits.load_split(cfg, cfg.dataset.eval_split)
   predict = baselines.fit_per_frame(train, cfg.dataset.streams, frame_stride=4,
                                     seed=cfg.seed)
   train_preds, test_preds = predict(train), predict(test)
@@ -249,7 +250,7 @@ def cross_validate(config, workdir: str | pathlib.Path, folds: list[int] | None 
                    timeline_fold: int = 0, fps: float = 30.0) -> list[dict]:
   """Runs the folds (all by default), prints the report, writes crossval.json and
   timeline.png in `workdir`; returns the per-fold results."""
-  train_lib.check_config(config)
+  config_lib.check_config(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   if not config.dataset.manual_dir:
@@ -279,9 +280,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-  config_flags.DEFINE_config_file("config", None, "Config file (ml_collections).",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "Where each fold's run and the report go.")
+  cli.define_config_flags("Where each fold's run and the report go.")
   flags.DEFINE_list("folds", None, "Only these folds (default: every fold bundle).")
   flags.DEFINE_integer("timeline_fold", 0, "Fold whose median wash timeline.png shows.")
   flags.DEFINE_float("fps", 30.0, "Frame rate of the features, for timeline.png's axis.")
@@ -293,7 +292,7 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   folds = None if FLAGS.folds is None else [int(k) for k in FLAGS.folds]
-  with train_lib.user_errors():
+  with cli.user_errors():
     cross_validate(FLAGS.config, FLAGS.workdir, folds, FLAGS.timeline_fold, FLAGS.fps)
 
 

@@ -1,70 +1,87 @@
-r"""Evaluates the latest checkpoint of a workdir on the test split.
+r"""Evaluates a checkpoint of a training workdir on a split.
 
-  python -m hhjax.evaluate --config configs/hha300_synthetic.py --workdir runs/demo
+  python -m hhjax.evaluate --config configs/hha300_synthetic.py --workdir runs/demo \
+      [--split test] [--step N]
 
-Prints the Table VI-style metrics and writes `<workdir>/predictions.jsonl` (one JSON
-object per video: predicted frame labels, step scores, video score, and the ground
-truth beside them) and `<workdir>/eval_results.json`.
+Prints the Table VI-style metrics and writes, beside the run's own report and never
+over it, `<workdir>/eval/<split>_step<N>.json` (the metrics) and
+`<workdir>/eval/<split>_step<N>.predictions.jsonl` (one JSON object per video:
+predicted frame labels, step scores, video score, and the ground truth beside them).
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-import sys
+import re
 
 from absl import app, flags, logging
 import jax
-from ml_collections import config_flags
 
-from hhjax import checkpointing, reporting
-from hhjax import train as train_lib
-from hhjax.data import pipeline
+from hhjax import cli, evaluation, reporting
+from hhjax import config as config_lib
+from hhjax.data import splits
+from hhjax.models.joint import create_model
+from hhjax.training import checkpointing, state as state_lib, steps
+
+EVAL_DIR = "eval"
 
 
-def evaluate_checkpoint(config, workdir: str | pathlib.Path, split: str | None = None):
-  """Restores the latest checkpoint in `workdir` and evaluates it on `split`.
+def output_paths(workdir: pathlib.Path, split: str, step: int
+                 ) -> tuple[pathlib.Path, pathlib.Path]:
+  """(metrics JSON, predictions JSONL) for `split` at checkpoint `step`."""
+  safe = re.sub(r"[^A-Za-z0-9+_.-]", "_", split)
+  base = pathlib.Path(workdir) / EVAL_DIR / f"{safe}_step{step}"
+  return base.with_suffix(".json"), base.with_name(base.name + ".predictions.jsonl")
+
+
+def evaluate_checkpoint(config, workdir: str | pathlib.Path, split: str | None = None,
+                        step: int | None = None):
+  """Restores checkpoint `step` (default: the latest) in `workdir` and evaluates it on
+  `split` (default: `config.dataset.eval_split`).
 
   Returns:
     `(metrics, results)`: the metric dict and the per-video prediction dicts.
 
   Raises:
-    FileNotFoundError: `workdir` holds no checkpoint.
+    FileNotFoundError: `workdir` holds no checkpoint (or not the one asked for).
   """
-  train_lib.check_config(config)
+  config_lib.check_config(config)
   workdir = pathlib.Path(workdir)
   ckpt_dir = workdir / "checkpoints"
   if not ckpt_dir.is_dir():
     raise FileNotFoundError(f"no checkpoints in {ckpt_dir}: train first with "
                             f"`python -m hhjax.train --workdir {workdir}`")
   split = split or config.dataset.eval_split
-  data = train_lib.load_split(config, split)
-  mesh = train_lib.make_mesh()
-  model = train_lib.create_model(config)
-  state = train_lib.create_train_state(config, model, train_lib.feature_dim(config, data),
+  data = splits.load_split(config, split)
+  mesh = state_lib.make_mesh()
+  model = create_model(config)
+  state = state_lib.create_train_state(config, model, splits.feature_dim(config, data),
                                        mesh)
   ckpt = checkpointing.Checkpointer(ckpt_dir, every_steps=1)
-  state, _ = ckpt.restore(checkpointing.abstract_like(state))
+  available = ckpt.all_steps()
+  if step is not None and step not in available:
+    ckpt.close()
+    raise FileNotFoundError(f"no checkpoint at step {step} in {ckpt_dir}; there are "
+                            f"{available}")
+  state, _ = ckpt.restore(checkpointing.abstract_like(state), step)
   ckpt.close()
-  _, p_eval_step = train_lib.compile_steps(config, model, mesh)
-  stats = None
-  if config.dataset.standardize:
-    stats_path = workdir / train_lib.STATS_FILE
-    if not stats_path.exists():
-      raise FileNotFoundError(f"{stats_path} is missing: config.dataset.standardize needs "
-                              "the training split's statistics that training saved there")
-    stats = pipeline.FeatureStats.load(stats_path)
-  results = train_lib.predict(config, state.params, p_eval_step, data, mesh, stats)
-  metrics = train_lib.summarize(results)
+  _, p_eval_step = steps.compile_steps(config, model, mesh)
+  stats = splits.load_saved_stats(config, workdir)
+  results = evaluation.predict(config, state.params, p_eval_step, data, mesh, stats)
+  metrics = evaluation.summarize(results, evaluation.score_range(config))
   if jax.process_index() == 0:
-    reporting.write_predictions(workdir / "predictions.jsonl", results)
-    (workdir / "eval_results.json").write_text(json.dumps(
-        {reporting.model_name(config): {k: float(v) for k, v in metrics.items()}},
-        indent=2))
+    metrics_path, predictions_path = output_paths(workdir, split, int(state.step))
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    reporting.write_predictions(predictions_path, results)
+    metrics_path.write_text(json.dumps(dict(
+        split=split, step=int(state.step), model=reporting.model_name(config),
+        metrics={k: float(v) for k, v in metrics.items()}), indent=2))
     print(reporting.table([(reporting.model_name(config), metrics)],
-                          title=f"step {int(state.step)}, hha300/{config.dataset.config}"
-                          f", split {split} ({len(results)} videos)"))
-    print(f"predictions: {workdir / 'predictions.jsonl'}")
+                          title=f"step {int(state.step)}, {config.dataset.name}/"
+                          f"{config.dataset.config}, split {split} ({len(results)} "
+                          "videos)"))
+    print(f"metrics: {metrics_path}\npredictions: {predictions_path}")
   return metrics, results
 
 
@@ -73,11 +90,10 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   """Command-line flags (defined only when run as a program; see hhjax.train)."""
-  config_flags.DEFINE_config_file("config", None, "Config file (ml_collections).",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "The training workdir (holds checkpoints/).")
+  cli.define_config_flags("The training workdir (holds checkpoints/).")
   flags.DEFINE_string("split", None,
                       "Split to evaluate (default: config.dataset.eval_split).")
+  flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: latest).")
 
 
 def main(argv):
@@ -85,11 +101,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  with train_lib.user_errors():
-    try:
-      evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.split)
-    except FileNotFoundError as e:
-      sys.exit(f"error: {e}")
+  with cli.user_errors():
+    evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.step)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hhjax import video as video_lib
-from hhjax.models import i3d
+from hhjax.models.backbones import i3d
 from hhjax.ops import flow as flow_ops
 
 __all__ = [
@@ -570,7 +570,7 @@ _RANDOM_REFUSAL = (
   "initialised networks carry no information about the video and are useless for "
   "training or evaluation; pass --random-weights explicitly to run anyway (pipeline tests "
   "only). Pretrained weights: convert rgb_imagenet.pt / flow_imagenet.pt with "
-  "hhjax.models.i3d as in docs/I3D.md."
+  "hhjax.models.backbones.i3d as in docs/I3D.md."
 )
 
 

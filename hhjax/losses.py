@@ -38,29 +38,58 @@ def stage_losses(logits, labels, mask, tau: float = 4.0):
   return ce, smooth
 
 
-def joint_loss(outputs, batch, *, smooth_weight: float = 0.15, tau: float = 4.0,
-               score_weight: float = 1.0):
-  """The full training loss and its parts.
-
-  Args:
-    outputs: the joint model's output dict (`logits`, `video_score`).
-    batch: dict with `labels` (B, T), `mask` (B, T), `score` (B,) and optionally
-      `weight` (B,): 0 for padding examples added to fill a batch.
-    smooth_weight, tau, score_weight: loss weights.
-
-  Returns:
-    `(loss, parts)` with parts `ce`, `smooth`, `score_mse` (scalars).
-  """
+def example_mask(batch) -> jnp.ndarray:
+  """(B, T) frame mask with filler rows (`weight` 0) zeroed."""
   mask = batch["mask"]
   weight = batch.get("weight")
   if weight is not None:
     mask = mask * weight[:, None].astype(mask.dtype)
-  ce, smooth = stage_losses(outputs["logits"], batch["labels"], mask, tau)
-  err = (outputs["video_score"] - batch["score"]) ** 2
+  return mask
+
+
+def _weighted_mean(err, weight):
   if weight is None:
-    score_mse = err.mean()
-  else:
-    w = weight.astype(err.dtype)
-    score_mse = (err * w).sum() / jnp.maximum(w.sum(), 1.0)
-  loss = ce.sum() + smooth_weight * smooth.sum() + score_weight * score_mse
-  return loss, dict(ce=ce.sum(), smooth=smooth.sum(), score_mse=score_mse)
+    return err.mean()
+  w = weight.astype(err.dtype)
+  return (err * w).sum() / jnp.maximum(w.sum(), 1.0)
+
+
+def joint_loss(outputs, batch, *, smooth_weight: float = 0.15, tau: float = 4.0,
+               score_weight: float = 1.0, step_score_weight: float = 0.0):
+  """The shared training loss and its parts.
+
+  Args:
+    outputs: the joint model's output dict: `video_score` (B,), and where the model
+      segments, `logits` (S, B, T, C); with `step_score_weight`, `step_scores` (B, 6).
+    batch: dict with `labels` (B, T), `mask` (B, T), `score` (B,), optionally
+      `weight` (B,) (0 for padding examples added to fill a batch) and `step_scores`
+      (B, 6) (negative where unknown).
+    smooth_weight, tau, score_weight: loss weights.
+    step_score_weight: weight of the per-step score MSE over the steps whose score the
+      data gives (0: off).
+
+  Returns:
+    `(loss, parts)` with parts `ce`, `smooth` (where the model segments), `score_mse`
+    and, when on, `step_score_mse` (scalars).
+  """
+  weight = batch.get("weight")
+  loss = 0.0
+  parts = {}
+  if "logits" in outputs:
+    ce, smooth = stage_losses(outputs["logits"], batch["labels"], example_mask(batch),
+                              tau)
+    loss = ce.sum() + smooth_weight * smooth.sum()
+    parts.update(ce=ce.sum(), smooth=smooth.sum())
+  score_mse = _weighted_mean((outputs["video_score"] - batch["score"]) ** 2, weight)
+  loss = loss + score_weight * score_mse
+  parts["score_mse"] = score_mse
+  if step_score_weight:
+    target = batch["step_scores"]
+    known = (target >= 0).astype(outputs["step_scores"].dtype)            # (B, 6)
+    if weight is not None:
+      known = known * weight[:, None].astype(known.dtype)
+    err = (outputs["step_scores"] - target) ** 2 * known
+    step_mse = err.sum() / jnp.maximum(known.sum(), 1.0)
+    loss = loss + step_score_weight * step_mse
+    parts["step_score_mse"] = step_mse
+  return loss, parts

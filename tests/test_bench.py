@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from hhjax import bench
-from hhjax.models.segmentation import MultiStageModel
+from hhjax.models.segmenters.conv_transformer import MultiStageModel
 
 SMALL = dict(num_stages=2, num_layers=2, channels=8, num_heads=2)
 

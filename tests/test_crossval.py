@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from hhjax import crossval, metrics, reporting
-from hhjax import train as train_lib
 from hhjax.data import compose, hha300, layout
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Tests of hhjax.models.i3d: parity with the PyTorch reference, checkpoint mapping and I/O."""
+"""Tests of hhjax.models.backbones.i3d: parity with the PyTorch reference, checkpoint mapping and I/O."""
 
 import functools
 import math
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hhjax.models import i3d
+from hhjax.models.backbones import i3d
 
 GOLDEN_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "i3d"
 # Parity bound, relative to the largest absolute reference value.

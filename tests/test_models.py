@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hhjax import config as default_config
 from hhjax import losses
-from hhjax.models import scorer
-from hhjax.models.joint import JointModel
+from hhjax.models.heads import scorers as scorer
+from hhjax.models.joint import JointModel, create_model
+from hhjax.models.segmenters.conv_transformer import MultiStageModel
 
 
 def _longest_run_reference(labels, num_valid, step):
@@ -82,9 +84,11 @@ def test_key_action_scorer_is_branch_mean_of_sigmoids():
   assert got.shape == (3, 6) and np.all((got > 0) & (got < 1))
 
 
-def _tiny_model(**kw):
-  return JointModel(num_stages=3, num_layers=4, channels=8, num_heads=2,
-                    dropout_rate=0.0, attention_dropout_rate=0.0, **kw)
+def _tiny_model(attention="linear", **kw):
+  segmenter = MultiStageModel(num_stages=3, num_layers=4, channels=8, num_heads=2,
+                              attention=attention, dropout_rate=0.0,
+                              attention_dropout_rate=0.0)
+  return JointModel(segmenter=segmenter, **kw)
 
 
 @pytest.mark.parametrize("kind", ["linear", "softmax", "none"])
@@ -133,21 +137,103 @@ def test_step_without_run_scores_zero_and_video_score_is_sum():
   np.testing.assert_array_equal(out["seg_length"][0, [1, 3]], [10, 5])
 
 
-@pytest.mark.parametrize("opts", [dict(scorer="mlp"), dict(learnable_sigmoid=False),
-                                  dict(scoring="video")])
-def test_ablation_variants_run_and_differ_in_parameters(opts):
-  x, mask = jnp.ones((2, 16, 6)), jnp.ones((2, 16))
-  base = _tiny_model().init(jax.random.key(0), x, mask)["params"]
-  var = _tiny_model(**opts).init(jax.random.key(0), x, mask)["params"]
-  out = _tiny_model(**opts).apply({"params": var}, x, mask)
-  assert out["video_score"].shape == (2,)
-  assert jax.tree.structure(base) != jax.tree.structure(var)
+def _sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def test_ablation_variants_score_as_their_names_say():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, 16, 6)).astype(np.float32)
+  mask = np.ones((2, 16), np.float32)
+  gt = np.array([[0] * 4 + [1] * 6 + [3] * 6, [2] * 10 + [0] * 6], np.int32)
+
+  def pooled_by_hand(b, start, length):
+    return x[b, start:start + length].mean(0)
+
+  # KAS with a fixed sigmoid: no lambda parameter; a step's score is the mean of the
+  # plain sigmoids of its two branches.
+  model = _tiny_model(learnable_sigmoid=False)
+  params = model.init(jax.random.key(0), x, mask)["params"]
+  assert set(params["scorer"]) == {"kernel", "bias"}
+  out = model.apply({"params": params}, x, mask, gt_labels=gt)
+  k, bias = np.asarray(params["scorer"]["kernel"]), np.asarray(params["scorer"]["bias"])
+  want = _sigmoid(pooled_by_hand(0, 4, 6) @ k[0] + bias[0]).mean()      # step 1
+  np.testing.assert_allclose(out["step_scores"][0, 0], want, rtol=1e-5)
+  # Learnable sigmoid: lambda is a parameter per step and branch, and it scales x.
+  model = _tiny_model()
+  params = model.init(jax.random.key(0), x, mask)["params"]
+  params["scorer"]["sigmoid"]["lam"] = jnp.full((6, 2), 2.5)
+  out = model.apply({"params": params}, x, mask, gt_labels=gt)
+  k, bias = np.asarray(params["scorer"]["kernel"]), np.asarray(params["scorer"]["bias"])
+  want = _sigmoid(2.5 * (pooled_by_hand(1, 0, 10) @ k[1] + bias[1])).mean()  # step 2
+  np.testing.assert_allclose(out["step_scores"][1, 1], want, rtol=1e-5)
+  # The MLP scorer: Dense -> ReLU -> Dense per step, no sigmoid (scores may leave [0, 1]).
+  model = _tiny_model(scorer="mlp")
+  params = model.init(jax.random.key(0), x, mask)["params"]
+  assert set(params["scorer"]) == {"w1", "b1", "w2", "b2"}
+  out = model.apply({"params": params}, x, mask, gt_labels=gt)
+  p = {n: np.asarray(v) for n, v in params["scorer"].items()}
+  h = np.maximum(pooled_by_hand(0, 10, 6) @ p["w1"][2] + p["b1"][2], 0)   # step 3
+  np.testing.assert_allclose(out["step_scores"][0, 2], h @ p["w2"][2, :, 0] + p["b2"][2, 0],
+                             rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("pool", ["mean", "max", "lstm"])
+def test_video_scoring_ignores_segments_and_padding(pool):
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(1, 12, 6)).astype(np.float32)
+  mask = np.ones((1, 12), np.float32)
+  model = _tiny_model(scoring="video", video_pool=pool)
+  params = model.init(jax.random.key(0), x, mask)["params"]
+  assert "scorer" not in params and "video_regressor" in params
+  out = model.apply({"params": params}, x, mask)
+  assert np.all(np.asarray(out["step_scores"]) == 0)
+  # The segmentation network does not enter the score: perturb it, same score.
+  moved = jax.tree.map(lambda a: a + 1.0, params["segmenter"])
+  out2 = model.apply({"params": {**params, "segmenter": moved}}, x, mask)
+  np.testing.assert_allclose(out2["video_score"], out["video_score"], rtol=1e-6)
+  # Padding with garbage changes nothing.
+  xp = np.concatenate([x, rng.normal(size=(1, 5, 6)).astype(np.float32) * 30], 1)
+  mp = np.concatenate([mask, np.zeros((1, 5), np.float32)], 1)
+  np.testing.assert_allclose(model.apply({"params": params}, xp, mp)["video_score"],
+                             out["video_score"], rtol=1e-5, atol=1e-6)
+  if pool != "lstm":   # the pooled feature through the MLP, by hand
+    r = params["video_regressor"]
+    h = x[0].mean(0) if pool == "mean" else x[0].max(0)
+    for i in range(2):
+      h = np.maximum(h @ np.asarray(r[f"hidden_{i}"]["kernel"])
+                     + np.asarray(r[f"hidden_{i}"]["bias"]), 0)
+    want = h @ np.asarray(r["out"]["kernel"])[:, 0] + np.asarray(r["out"]["bias"])[0]
+    np.testing.assert_allclose(out["video_score"][0], want, rtol=1e-4, atol=1e-6)
+
+
+def test_video_level_model_without_segmenter():
+  config = default_config.get_config()
+  config.model.segmenter = "none"
+  config.model.scoring = "video"
+  config.model.video_pool = "lstm"
+  model = create_model(config)
+  x, mask = jnp.ones((2, 10, 5)), jnp.ones((2, 10))
+  params = model.init(jax.random.key(0), x, mask)["params"]
+  assert set(params) == {"video_regressor"}
+  out = model.apply({"params": params}, x, mask)
+  assert "logits" not in out and "labels" not in out
+  batch = dict(labels=jnp.zeros((2, 10), jnp.int32), mask=mask, score=jnp.ones(2))
+  loss, parts = model.loss(out, batch, config.loss)
+  assert set(parts) == {"score_mse"}
+  np.testing.assert_allclose(loss, np.mean((np.asarray(out["video_score"]) - 1) ** 2),
+                             rtol=1e-5)
+  config.model.scoring = "steps"
+  with pytest.raises(ValueError, match="segmenter='none'"):
+    create_model(config).init(jax.random.key(0), x, mask)
 
 
 def test_per_stage_logits_and_defaults():
-  model = JointModel()
-  assert (model.num_stages, model.num_layers, model.channels, model.num_classes,
-          model.attention) == (4, 10, 64, 7, "linear")
+  model = create_model(default_config.get_config())
+  seg = model.segmenter
+  assert isinstance(seg, MultiStageModel)
+  assert (seg.num_stages, seg.num_layers, seg.channels, model.num_classes,
+          seg.attention) == (4, 10, 64, 7, "linear")
   x, mask = jnp.ones((1, 16, 12)), jnp.ones((1, 16))
   shapes = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0), x, mask),
                                               x, mask))

@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hhjax import checkpointing, evaluate
 from hhjax import config as default_config
-from hhjax import train as train_lib
+from hhjax import evaluate
+from hhjax.data import pipeline, splits
+from hhjax.models.joint import create_model
+from hhjax.training import checkpointing, loop, state as state_lib, steps
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -45,19 +47,19 @@ def test_every_config_has_exactly_the_default_keys(name):
 
 
 def _batch(config, data, rows):
-  plan = (tuple(rows), train_lib.pipeline.bucket_length(
+  plan = (tuple(rows), pipeline.bucket_length(
       int(max(data.lengths[list(rows)])), config.dataset.bucket_size))
-  return train_lib.pipeline.load_batch(data.source, plan, batch_size=config.batch_size)
+  return pipeline.load_batch(data.source, plan, batch_size=config.batch_size)
 
 
 def test_loss_is_finite_and_decreases(tiny):
   tiny.model.dropout_rate = 0.0   # a noiseless descent on one batch
-  data = train_lib.load_split(tiny, "train")
-  mesh = train_lib.make_mesh()
-  model = train_lib.create_model(tiny)
-  state = train_lib.create_train_state(tiny, model, train_lib.feature_dim(tiny, data), mesh)
-  step, _ = train_lib.compile_steps(tiny, model, mesh)
-  batch = train_lib.to_device(_batch(tiny, data, [0, 1, 2]), mesh)
+  data = splits.load_split(tiny, "train")
+  mesh = state_lib.make_mesh()
+  model = create_model(tiny)
+  state = state_lib.create_train_state(tiny, model, splits.feature_dim(tiny, data), mesh)
+  step, _ = steps.compile_steps(tiny, model, mesh)
+  batch = steps.to_device(_batch(tiny, data, [0, 1, 2]), mesh)
   key = jax.random.key(0)
   losses = []
   for _ in range(8):
@@ -69,16 +71,16 @@ def test_loss_is_finite_and_decreases(tiny):
 
 def test_four_devices_match_one_device(tiny):
   assert jax.device_count() == 4, "the root conftest makes four CPU devices"
-  data = train_lib.load_split(tiny, "train")
-  model = train_lib.create_model(tiny)   # dropout on: the keys must agree too
+  data = splits.load_split(tiny, "train")
+  model = create_model(tiny)   # dropout on: the keys must agree too
   host_batch = _batch(tiny, data, [0, 1, 2])
   params = {}
   for n in (1, 4):
-    mesh = train_lib.make_mesh(jax.devices()[:n])
-    state = train_lib.create_train_state(tiny, model, train_lib.feature_dim(tiny, data),
+    mesh = state_lib.make_mesh(jax.devices()[:n])
+    state = state_lib.create_train_state(tiny, model, splits.feature_dim(tiny, data),
                                          mesh)
-    step, _ = train_lib.compile_steps(tiny, model, mesh)
-    batch = train_lib.to_device(host_batch, mesh)
+    step, _ = steps.compile_steps(tiny, model, mesh)
+    batch = steps.to_device(host_batch, mesh)
     if n == 4:
       assert len(batch["features"].sharding.device_set) == 4   # really split
     state, _ = step(state, batch, jax.random.key(0))
@@ -92,10 +94,10 @@ def test_four_devices_match_one_device(tiny):
 
 
 def _final_params(config, workdir):
-  data = train_lib.load_split(config, "train")
-  model = train_lib.create_model(config)
-  mesh = train_lib.make_mesh()
-  state = train_lib.create_train_state(config, model, train_lib.feature_dim(config, data),
+  data = splits.load_split(config, "train")
+  model = create_model(config)
+  mesh = state_lib.make_mesh()
+  state = state_lib.create_train_state(config, model, splits.feature_dim(config, data),
                                        mesh)
   ckpt = checkpointing.Checkpointer(pathlib.Path(workdir) / "checkpoints", every_steps=1)
   restored, data_state = ckpt.restore(checkpointing.abstract_like(state))
@@ -110,11 +112,11 @@ def test_resume_from_checkpoint_continues_identically(tiny, tmp_path):
   tiny.num_train_steps = 6
   tiny.checkpoint_every_steps = 3
   tiny.eval_every_steps = 100
-  straight = train_lib.train_and_evaluate(tiny, tmp_path / "straight")
+  straight = loop.train_and_evaluate(tiny, tmp_path / "straight")
   tiny.num_train_steps = 3
-  train_lib.train_and_evaluate(tiny, tmp_path / "resumed")
+  loop.train_and_evaluate(tiny, tmp_path / "resumed")
   tiny.num_train_steps = 6
-  resumed = train_lib.train_and_evaluate(tiny, tmp_path / "resumed")
+  resumed = loop.train_and_evaluate(tiny, tmp_path / "resumed")
   step_a, params_a, data_a = _final_params(tiny, tmp_path / "straight")
   step_b, params_b, data_b = _final_params(tiny, tmp_path / "resumed")
   assert step_a == step_b == 6 and data_a == data_b
@@ -129,12 +131,24 @@ def test_resume_from_checkpoint_continues_identically(tiny, tmp_path):
 
 
 def test_train_and_evaluate_writes_outputs(tiny, tmp_path):
-  metrics = train_lib.train_and_evaluate(tiny, tmp_path / "run")
+  metrics = loop.train_and_evaluate(tiny, tmp_path / "run")
   first = (tmp_path / "run" / "predictions.jsonl").read_text()
-  # `hhjax.evaluate` restores the latest checkpoint: the same predictions again.
+  report = (tmp_path / "run" / "eval_results.json").read_text()
+  # `hhjax.evaluate` restores the latest checkpoint: the same predictions again, written
+  # under the split's and the step's name, never over the training run's report.
   again, _ = evaluate.evaluate_checkpoint(tiny, tmp_path / "run")
   assert again == metrics
   assert (tmp_path / "run" / "predictions.jsonl").read_text() == first
+  assert (tmp_path / "run" / "eval_results.json").read_text() == report
+  metrics_path, predictions_path = evaluate.output_paths(tmp_path / "run", "test", 6)
+  assert predictions_path.read_text() == first
+  assert json.loads(metrics_path.read_text())["metrics"] == metrics
+  evaluate.evaluate_checkpoint(tiny, tmp_path / "run", split="train", step=3)
+  _, train_predictions = evaluate.output_paths(tmp_path / "run", "train", 3)
+  assert len(train_predictions.read_text().splitlines()) == 3
+  assert (tmp_path / "run" / "predictions.jsonl").read_text() == first
+  with pytest.raises(FileNotFoundError, match="step 4"):
+    evaluate.evaluate_checkpoint(tiny, tmp_path / "run", step=4)
   with pytest.raises(FileNotFoundError, match="train first"):
     evaluate.evaluate_checkpoint(tiny, tmp_path / "empty")
   assert set(metrics) == {"acc", "edit", "f1@10", "f1@25", "f1@50", "spearman", "rl2"}
@@ -152,9 +166,9 @@ def test_train_and_evaluate_writes_outputs(tiny, tmp_path):
 def test_standardised_run_saves_and_reuses_its_statistics(tiny, tmp_path):
   tiny.dataset.standardize = True
   tiny.eval_every_steps = 100
-  metrics = train_lib.train_and_evaluate(tiny, tmp_path / "run")
-  saved = train_lib.pipeline.FeatureStats.load(tmp_path / "run" / train_lib.STATS_FILE)
-  train = train_lib.load_split(tiny, "train")
+  metrics = loop.train_and_evaluate(tiny, tmp_path / "run")
+  saved = pipeline.FeatureStats.load(tmp_path / "run" / splits.STATS_FILE)
+  train = splits.load_split(tiny, "train")
   frames = np.concatenate([np.asarray(train.source[i]["features"], np.float64)
                            for i in range(len(train.lengths))])
   np.testing.assert_allclose(saved.mean, frames.mean(0), rtol=1e-5, atol=1e-6)
@@ -162,7 +176,7 @@ def test_standardised_run_saves_and_reuses_its_statistics(tiny, tmp_path):
   # Re-evaluating reads the same statistics back: the same metrics.
   again, _ = evaluate.evaluate_checkpoint(tiny, tmp_path / "run")
   np.testing.assert_equal(again, metrics)   # NaN (a constant score) equals NaN here
-  (tmp_path / "run" / train_lib.STATS_FILE).unlink()
+  (tmp_path / "run" / splits.STATS_FILE).unlink()
   with pytest.raises(FileNotFoundError, match="feature_stats.npz"):
     evaluate.evaluate_checkpoint(tiny, tmp_path / "run")
 
@@ -182,11 +196,11 @@ def test_unknown_config_key_is_an_error(tmp_path):
 def test_bad_config_value_names_the_field(tiny, tmp_path):
   tiny.model.attention = "quadratic"
   with pytest.raises(ValueError, match="config.model.attention"):
-    train_lib.train_and_evaluate(tiny, tmp_path)
+    loop.train_and_evaluate(tiny, tmp_path)
   tiny.model.attention = "linear"
   tiny.batch_size = 3
   with pytest.raises(ValueError, match="config.batch_size"):
-    train_lib.train_and_evaluate(tiny, tmp_path)
+    loop.train_and_evaluate(tiny, tmp_path)
 
 
 def test_missing_manual_directory_is_named_without_traceback(tmp_path):

@@ -1,83 +1,94 @@
-"""The joint model: step segmentation + Key Action Scorer.
+"""The joint model: a segmentation network + an assessment head, and its loss.
 
-    features (B, T, D) -> MultiStageModel -> per-stage logits (S, B, T, C)
-      -> argmax of the last stage (or ground-truth labels, when training asks for them)
+    features (B, T, D) -> segmenter (config.model.segmenter) -> per-stage logits (S, B, T, C)
+      -> frame labels (the network's rule, argmax of the last stage by default; or the
+         ground-truth labels, when training asks for them)
       -> longest run per step -> average-pooled features -> scorer -> step scores (B, 6)
       -> video score = sum of the step scores (B,)
 
-A step with no run scores 0. Options for the paper's ablations: which features are
-pooled (`pool_features`: the input features or the last stage's), the scorer (`kas`
-with learnable or fixed sigmoid, or a plain `mlp`), and `scoring='video'`, which drops
-segment selection and regresses the video score from the whole video's mean feature.
+A step with no run scores 0. Options for the paper's ablations and baselines: which
+features are pooled (`pool_features`: the input features, or the segmenter's last-stage
+features, which sends the score loss's gradient into the segmentation network), the
+scorer (`kas` with learnable or fixed sigmoid, or a per-step `mlp`), and
+`scoring='video'`, which drops segment selection and regresses the video score from the
+whole video (`video_pool`: mean or max pooling + MLP, or an LSTM; see
+`hhjax.models.heads.video`). With `segmenter="none"` (only with `scoring='video'`) the
+model is a pure video-level regressor and has no segmentation outputs.
+
+`create_model(config)` builds it from `config.model`; every segmentation network of
+`hhjax.models.segmenters` plugs in by name, and `JointModel.loss` adds the network's own
+loss terms, so the train step never needs to know which network it trains.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hhjax.models.scorer import (KeyActionScorer, MLPScorer, SCORER_KINDS,
-                                 longest_runs, pool_segments)
-from hhjax.models.segmentation import MultiStageModel
+from hhjax import losses
+from hhjax.models import segmenters
+from hhjax.models.heads.scorers import (KeyActionScorer, MLPScorer, SCORER_KINDS,
+                                        longest_runs, pool_segments)
+from hhjax.models.heads.video import VideoRegressor
 
 POOL_FEATURES = ("input", "stage")
 SCORING = ("steps", "video")
+NO_SEGMENTER = "none"
 
 
 class JointModel(nn.Module):
   """Segmentation network + scorer; see the module docstring.
 
-  `__call__(x, mask, gt_labels=None, train=False)` returns a dict with `logits`
-  (S, B, T, C), `labels` (B, T) (the last stage's argmax, padding 0), `step_scores`
-  (B, 6), `video_score` (B,), `seg_start`/`seg_length` (B, 6). If `gt_labels` is given
-  the segments come from it (the "ground-truth segments" training option); evaluation
-  passes none and uses the predicted segments.
+  `__call__(x, mask, gt_labels=None, train=False)` returns a dict with `video_score`
+  (B,), `step_scores` (B, 6), `seg_start`/`seg_length` (B, 6) and, with a segmenter,
+  `logits` (S, B, T, C), `labels` (B, T) (padding 0) and the segmenter's other
+  outputs. If `gt_labels` is given the segments come from it (the "ground-truth
+  segments" training option); evaluation passes none and uses the predicted segments.
   """
 
+  segmenter: nn.Module | None = None
   num_classes: int = 7
-  num_stages: int = 4
-  num_layers: int = 10
-  channels: int = 64
-  attention: str = "linear"
-  num_heads: int = 4
-  dropout_rate: float = 0.5
-  input_dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.1
   scorer: str = "kas"
   learnable_sigmoid: bool = True
   num_branches: int = 2
   pool_features: str = "input"
   scoring: str = "steps"
+  video_pool: str = "mean"
   score_dropout_rate: float = 0.0
 
   @nn.compact
   def __call__(self, x, mask, gt_labels=None, *, train: bool = False):
     if self.scorer not in SCORER_KINDS:
-      raise ValueError(f"scorer must be one of {SCORER_KINDS}, got {self.scorer!r}")
+      raise ValueError(f"config.model.scorer={self.scorer!r}; expected one of "
+                       f"{SCORER_KINDS}")
     if self.pool_features not in POOL_FEATURES:
-      raise ValueError(f"pool_features must be one of {POOL_FEATURES}, got {self.pool_features!r}")
+      raise ValueError(f"config.model.pool_features={self.pool_features!r}; expected "
+                       f"one of {POOL_FEATURES}")
     if self.scoring not in SCORING:
-      raise ValueError(f"scoring must be one of {SCORING}, got {self.scoring!r}")
+      raise ValueError(f"config.model.scoring={self.scoring!r}; expected one of "
+                       f"{SCORING}")
     num_steps = self.num_classes - 1
-    logits, stage_feats = MultiStageModel(
-        self.num_classes, self.num_stages, self.num_layers, self.channels,
-        self.attention, self.num_heads, self.dropout_rate, self.input_dropout_rate,
-        self.attention_dropout_rate, name="segmentation")(x, mask, train=train)
-    mask_i = mask.astype(jnp.int32)
-    labels = jnp.argmax(logits[-1], axis=-1).astype(jnp.int32) * mask_i
-    pooled_src = x if self.pool_features == "input" else stage_feats
+    batch = x.shape[0]
+    out: dict[str, Any] = {}
+    if self.segmenter is not None:
+      out.update(self.segmenter(x, mask, train=train))
+      out["labels"] = segmenters.predict_labels(self.segmenter, out, mask)
+    elif self.scoring != "video" or self.pool_features != "input":
+      raise ValueError("config.model.segmenter='none' needs scoring='video' and "
+                       "pool_features='input' (there are no segments or stage features)")
+    pooled_src = x if self.pool_features == "input" else out["features"]
     pooled_src = nn.Dropout(self.score_dropout_rate, deterministic=not train)(pooled_src)
+    zeros = jnp.zeros((batch, num_steps), jnp.int32)
     if self.scoring == "video":
-      m = mask.astype(x.dtype)[..., None]
-      mean = (pooled_src * m).sum(1) / jnp.maximum(m.sum(1), 1.0)          # (B, F)
-      h = nn.relu(nn.Dense(64, name="video_hidden")(mean))
-      video = nn.Dense(1, name="video_out")(h)[:, 0]
-      zeros = jnp.zeros((x.shape[0], num_steps), jnp.int32)
-      return dict(logits=logits, labels=labels, video_score=video,
-                  step_scores=jnp.zeros((x.shape[0], num_steps), x.dtype),
+      video = VideoRegressor(self.video_pool, name="video_regressor")(pooled_src, mask)
+      return dict(out, video_score=video, step_scores=jnp.zeros((batch, num_steps),
+                                                                x.dtype),
                   seg_start=zeros, seg_length=zeros)
-    seg_labels = labels if gt_labels is None else gt_labels * mask_i
+    mask_i = mask.astype(jnp.int32)
+    seg_labels = out["labels"] if gt_labels is None else gt_labels * mask_i
     start, length = longest_runs(jax.lax.stop_gradient(seg_labels), mask, num_steps)
     pooled = pool_segments(pooled_src, start, length)                      # (B, 6, F)
     if self.scorer == "kas":
@@ -86,5 +97,34 @@ class JointModel(nn.Module):
     else:
       scores = MLPScorer(num_steps, name="scorer")(pooled)
     scores = jnp.where(length > 0, scores, 0.0)                            # no run -> 0
-    return dict(logits=logits, labels=labels, step_scores=scores,
-                video_score=scores.sum(-1), seg_start=start, seg_length=length)
+    return dict(out, step_scores=scores, video_score=scores.sum(-1), seg_start=start,
+                seg_length=length)
+
+  @nn.nowrap
+  def loss(self, outputs: dict, batch: dict, loss_cfg) -> tuple[jnp.ndarray, dict]:
+    """The training loss and its logged parts: `hhjax.losses.joint_loss` plus the
+    segmenter's own terms (e.g. ASRF's boundary loss)."""
+    loss, parts = losses.joint_loss(
+        outputs, batch, smooth_weight=loss_cfg.smooth_weight, tau=loss_cfg.tau,
+        score_weight=loss_cfg.score_weight,
+        step_score_weight=loss_cfg.get("step_score_weight", 0.0))
+    if self.segmenter is not None:
+      mask = losses.example_mask(batch)
+      extra = segmenters.loss_terms(self.segmenter, outputs, batch["labels"], mask,
+                                    loss_cfg)
+      for name, value in extra.items():
+        loss = loss + value
+        parts[name] = value
+    return loss, parts
+
+
+def create_model(config) -> JointModel:
+  """The model `config.model` describes (segmenter by name, then the head)."""
+  m = config.model
+  name = m.get("segmenter", "conv_transformer")
+  segmenter = None if name == NO_SEGMENTER else segmenters.build(name, m)
+  return JointModel(segmenter=segmenter, num_classes=m.num_classes, scorer=m.scorer,
+                    learnable_sigmoid=m.learnable_sigmoid, num_branches=m.num_branches,
+                    pool_features=m.pool_features, scoring=m.scoring,
+                    video_pool=m.get("video_pool", "mean"),
+                    score_dropout_rate=m.score_dropout_rate)

@@ -26,6 +26,9 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
   def save(self, step: int, state, data_state: dict, *, force: bool = False) -> bool:
     """Saves if `step` is due (or `force`); returns whether it saved."""
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),

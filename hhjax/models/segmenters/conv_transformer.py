@@ -1,4 +1,5 @@
-"""The multi-stage convolution-transformer for step segmentation.
+"""The multi-stage convolution-transformer for step segmentation (Li et al.'s network;
+registered as `conv_transformer`, the default `config.model.segmenter`).
 
 Stage 1 is convolutional: input features -> `SingleStage` -> 1x1 classifier. Every later
 stage refines the previous prediction: it reads the softmax of the previous stage's
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from hhjax.models.attention import MultiHeadAttention
+from hhjax.models.segmenters import register
 from hhjax.models.tcn import SingleStage, masked
 
 
@@ -47,11 +49,13 @@ class TransformerBlock(nn.Module):
     return masked(x + drop(h), mask)
 
 
+@register("conv_transformer")
 class MultiStageModel(nn.Module):
   """Multi-stage convolution-transformer (defaults: 4 stages x 10 layers x 64 channels).
 
-  `__call__(x, mask)` with `x` (B, T, D) returns `(logits, features)`: per-stage logits
-  `(S, B, T, num_classes)` and the last stage's features `(B, T, channels)`.
+  `__call__(x, mask)` with `x` (B, T, D) returns `{"logits", "features"}`: per-stage
+  logits `(S, B, T, num_classes)` and the last stage's features `(B, T, channels)`
+  (the segmenter contract of `hhjax.models.segmenters`).
   """
 
   num_classes: int = 7
@@ -85,4 +89,4 @@ class MultiStageModel(nn.Module):
                               name=f"classifier_{s}")(h), mask)
       all_logits.append(logits)
       inputs = masked(jax.nn.softmax(logits, axis=-1), mask)
-    return jnp.stack(all_logits), h
+    return {"logits": jnp.stack(all_logits), "features": h}

@@ -1,0 +1,1 @@
+"""Feature backbones that turn pixels into per-frame features (I3D; see hhjax.extract)."""

@@ -1,0 +1,322 @@
+"""The training loop: train, evaluate, checkpoint, resume, log.
+
+`train_and_evaluate(config, workdir)` trains the model `config.model` describes on
+`config.dataset.train_split`, evaluates it on `config.dataset.eval_split` every
+`eval_every_steps` and at the end, and writes in the workdir:
+
+* `checkpoints/` (Orbax): the train state, the input pipeline's position and the
+  partial logging window, every `checkpoint_every_steps` steps and at the end;
+* `metrics.jsonl` (and TensorBoard event files in `tensorboard/`): `train/*` means at
+  every log step, `eval/*` at every evaluation;
+* `config.json` (the config of the run's first start), `predictions.jsonl` and
+  `eval_results.json` at the end; `feature_stats.npz` when inputs are standardised.
+
+What it guarantees (docs/GUARANTEES.md has the tests):
+
+* **Exact resume.** Rerunning with the same workdir resumes from the latest
+  checkpoint; dropout keys are `fold_in(key, step)`, the data order is a pure function
+  of the seed, and the logging window is saved with the state, so a run killed at any
+  moment and resumed ends with the same parameters and metrics as one never stopped.
+  Lines a killed run logged after its last checkpoint are dropped on resume, so
+  `metrics.jsonl` never holds a step twice.
+* **No mixed runs.** A resumed run compares its config with the saved `config.json`
+  and refuses a change that would mix two runs (data, model, loss, optimiser, seed),
+  naming the fields, unless `config.allow_resume_changes` is set.
+* **No bad checkpoints.** Losses and gradient norms are checked for NaN/inf before
+  every checkpoint (and at every log step); a non-finite value stops the run, naming
+  the step, before the state is saved.
+* **Preemption.** SIGTERM makes the loop save a checkpoint after the step in flight and
+  raise `Preempted`; `python -m hhjax.train` then exits with status 0, and a rerun
+  resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import pathlib
+import signal
+import sys
+import threading
+import time
+
+from absl import logging
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+import ml_collections
+import numpy as np
+
+from hhjax import config as config_lib
+from hhjax import evaluation, reporting
+from hhjax.data import pipeline, splits
+from hhjax.models.joint import create_model
+from hhjax.training import checkpointing, metric_writers, state as state_lib, steps
+
+CONFIG_FILE = "config.json"
+TIMELINE_FILE = "timeline.png"
+
+
+class Preempted(Exception):
+  """Training stopped on SIGTERM after saving a checkpoint; rerun to resume."""
+
+  def __init__(self, step: int, directory: pathlib.Path):
+    self.step = step
+    super().__init__(f"stopped by SIGTERM at step {step}; checkpoint saved in "
+                     f"{directory}; rerun the same command to resume")
+
+
+class ConfigMismatchError(ValueError):
+  """A resumed run's config differs from the saved one in fields that mix runs."""
+
+
+def check_resume_config(config, workdir: pathlib.Path, resuming: bool) -> None:
+  """Writes `config.json` on a fresh start; on resume compares against it.
+
+  Raises:
+    ConfigMismatchError: naming every field whose change would mix the two runs.
+  """
+  path = workdir / CONFIG_FILE
+  now = json.loads(config.to_json_best_effort())
+  if not resuming or not path.exists():
+    if jax.process_index() == 0:
+      path.write_text(json.dumps(now, indent=2))
+    return
+  saved = json.loads(path.read_text())
+  conflicts = config_lib.resume_conflicts(saved, now)
+  if not conflicts:
+    return
+  if config.allow_resume_changes:
+    if jax.process_index() == 0:
+      with (workdir / "config_changes.jsonl").open("a") as f:
+        f.write(json.dumps({"time": time.time(), "changes": conflicts}) + "\n")
+    print("resuming with changed settings (config.allow_resume_changes): "
+          + "; ".join(conflicts), flush=True)
+    return
+  raise ConfigMismatchError(
+      f"config: {workdir} holds a run with other settings, and resuming it with these "
+      "would mix two runs:\n  " + "\n  ".join(conflicts) + "\nUse a new --workdir, or "
+      "pass --config.allow_resume_changes=True to resume anyway.")
+
+
+def check_scores_in_range(config, data: splits.SplitData) -> None:
+  """Every video score lies in `config.dataset.score_range`.
+
+  Raises:
+    ValueError: naming the split, the videos and their scores.
+  """
+  lo, hi = evaluation.score_range(config)
+  bad = [(n, float(s)) for n, s in zip(data.names, data.scores) if not lo <= s <= hi]
+  if bad:
+    listed = ", ".join(f"{n} ({s:g})" for n, s in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise ValueError(
+        f"config.dataset.score_range=({lo:g}, {hi:g}) but split "
+        f"{data.split!r} of {config.dataset.name}/{config.dataset.config} has video "
+        f"scores outside it: {listed}{more} (set config.dataset.score_range to the "
+        "data set's range)")
+
+
+class _LogWindow:
+  """Running sums of the step metrics since the last log step (saved in checkpoints,
+  so a resumed run logs the same means as an uninterrupted one)."""
+
+  def __init__(self, saved: dict | None = None):
+    saved = saved or {}
+    self.sums: dict[str, float] = dict(saved.get("sums", {}))
+    self.count: int = int(saved.get("count", 0))
+
+  def add(self, step_metrics: list[dict], first_step: int) -> None:
+    for offset, m in enumerate(step_metrics):
+      for k, v in m.items():
+        v = float(v)
+        if not math.isfinite(v) and k in ("loss", "grad_norm"):
+          raise FloatingPointError(
+              f"{k} is {v} at step {first_step + offset}; stopping before anything "
+              "is checkpointed (lower config.learning_rate, or check the inputs)")
+        self.sums[k] = self.sums.get(k, 0.0) + v
+      self.count += 1
+
+  def means(self) -> dict[str, float]:
+    return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+  def state(self) -> dict:
+    return {"sums": dict(self.sums), "count": self.count}
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+  """A dict whose "set" becomes True on SIGTERM while the block runs."""
+  flag = {"set": False}
+  if threading.current_thread() is not threading.main_thread():
+    yield flag
+    return
+
+  def handler(signum, frame):
+    del signum, frame
+    flag["set"] = True
+
+  previous = signal.signal(signal.SIGTERM, handler)
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _progress(config, start: int, total: int):
+  if not config.progress_bar or jax.process_index() != 0:
+    return None
+  from tqdm import tqdm  # noqa: PLC0415
+  return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
+              file=sys.stdout)
+
+
+def _draw_timeline(path: pathlib.Path, result: dict, step: int) -> bool:
+  """The first test video's ground truth above its prediction; False without
+  matplotlib or segmentation."""
+  if result.get("labels") is None:
+    return False
+  try:
+    from hhjax.data.synthetic import CLASS_NAMES  # noqa: PLC0415
+    reporting.plot_timelines(path, [("ground truth", result["gt_labels"]),
+                                    ("prediction", result["labels"])], CLASS_NAMES,
+                             title=f"{result['video']} at step {step}")
+  except ImportError:
+    return False
+  return True
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
+                       ) -> dict[str, float]:
+  """Trains (resuming from `workdir` if it holds a checkpoint) and evaluates.
+
+  Returns:
+    The final evaluation metrics (`acc`, `edit`, `f1@10`, `f1@25`, `f1@50` for models
+    that segment; `spearman`, `rl2`).
+
+  Raises:
+    Preempted: SIGTERM arrived; a checkpoint was saved.
+    ConfigMismatchError: resuming with settings that would mix two runs.
+    FloatingPointError: a non-finite loss or gradient (nothing was checkpointed).
+  """
+  config_lib.check_config(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints",
+                                    every_steps=config.checkpoint_every_steps,
+                                    keep=config.keep_checkpoints)
+  resuming = ckpt.latest_step() is not None
+  check_resume_config(config, workdir, resuming)
+  mesh = state_lib.make_mesh()
+  logging.info("devices: %s (%d processes)", jax.devices(), jax.process_count())
+
+  t0 = time.time()
+  train = splits.load_split(config, config.dataset.train_split)
+  test = splits.load_split(config, config.dataset.eval_split)
+  for data in (train, test):
+    check_scores_in_range(config, data)
+  if jax.process_index() == 0:
+    print(f"data: {config.dataset.name}/{config.dataset.config}: "
+          f"{len(train.lengths)} train / {len(test.lengths)} "
+          f"{config.dataset.eval_split} videos ({time.time() - t0:.0f}s)", flush=True)
+
+  stats = splits.feature_stats(config, train, workdir)
+  model = create_model(config)
+  state = state_lib.create_train_state(config, model, splits.feature_dim(config, train),
+                                       mesh)
+  if jax.process_index() == 0:
+    print(f"model: {reporting.model_name(config)}, "
+          f"{state_lib.parameter_count(state.params):,} parameters", flush=True)
+  p_train_step, p_eval_step = steps.compile_steps(config, model, mesh)
+  key = jax.device_put(jax.random.key(config.seed), NamedSharding(mesh, P()))
+
+  plan_epochs = math.ceil(config.num_train_steps / math.ceil(len(train.lengths) /
+                                                             config.batch_size))
+  stride = config.dataset.frame_stride
+  plan = pipeline.BatchPlan(tuple(pipeline.strided_length(train.lengths, stride).tolist()),
+                            config.batch_size, seed=config.seed, shuffle=True,
+                            drop_remainder=False, bucket_size=config.dataset.bucket_size,
+                            num_epochs=max(1, plan_epochs))
+  loader = iter(pipeline.make_loader(
+      train.source, plan, streams=config.dataset.streams, frame_stride=stride,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_threads=config.dataset.num_threads, stats=stats))
+
+  writer = metric_writers.create(workdir, tensorboard=config.tensorboard)
+  start, window = 0, _LogWindow()
+  if resuming:
+    state, extra = ckpt.restore(checkpointing.abstract_like(state))
+    loader.set_state(extra["loader"])
+    window = _LogWindow(extra.get("log"))
+    start = int(state.step)
+    dropped = writer.truncate_after(start)
+    note = f" (dropped {dropped} metric lines logged after it)" if dropped else ""
+    if jax.process_index() == 0:
+      print(f"resumed from {ckpt.directory} at step {start}{note}", flush=True)
+
+  score_range = evaluation.score_range(config)
+  bar = _progress(config, start, config.num_train_steps)
+  pending, pending_from = [], start + 1
+  last_log, eval_metrics, results = time.time(), None, []
+  with _sigterm_flag() as sigterm:
+    for step in range(start + 1, config.num_train_steps + 1):
+      batch = next(loader)
+      state, step_metrics = p_train_step(state, steps.to_device(batch, mesh), key)
+      pending.append(step_metrics)
+      if bar is not None:
+        bar.update(1)
+      final = step == config.num_train_steps
+      log_due = step % config.log_every_steps == 0 or final
+      ckpt_due = step % config.checkpoint_every_steps == 0 or final or sigterm["set"]
+      if log_due or ckpt_due:
+        # Host transfer only here: the device runs ahead in between.
+        window.add(jax.device_get(pending), pending_from)
+        pending, pending_from = [], step + 1
+      if log_due:
+        now = time.time()
+        means = window.means()
+        means["steps_per_sec"] = window.count / max(now - last_log, 1e-9)
+        window, last_log = _LogWindow(), now
+        writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
+        if bar is not None:
+          bar.set_postfix(loss=f"{means['loss']:.3f}")
+      if step % config.eval_every_steps == 0 or final:
+        results = evaluation.predict(config, state.params, p_eval_step, test, mesh, stats)
+        eval_metrics = evaluation.summarize(results, score_range)
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+        if jax.process_index() == 0 and config.tensorboard and results and \
+            _draw_timeline(workdir / TIMELINE_FILE, results[0], step):
+          writer.write_image(step, "eval/timeline", workdir / TIMELINE_FILE)
+        if bar is not None:
+          bar.write(f"step {step}: " + reporting.format_metrics(eval_metrics))
+      if ckpt_due:
+        ckpt.save(step, state, {"loader": loader.get_state(), "log": window.state()},
+                  force=True)
+      if sigterm["set"] and not final:
+        if bar is not None:
+          bar.close()
+        ckpt.close()
+        writer.close()
+        raise Preempted(step, ckpt.directory)
+  if bar is not None:
+    bar.close()
+  ckpt.close()
+  writer.close()
+
+  if eval_metrics is None:   # resumed at the end: nothing left to train
+    results = evaluation.predict(config, state.params, p_eval_step, test, mesh, stats)
+    eval_metrics = evaluation.summarize(results, score_range)
+  if jax.process_index() == 0:
+    reporting.write_predictions(workdir / "predictions.jsonl", results)
+    rows = []
+    if config.report_baselines:
+      from hhjax import baselines  # noqa: PLC0415
+      print("fitting the non-temporal baselines ...", flush=True)
+      rows += baselines.run_all(train, test, config.dataset.streams, seed=config.seed,
+                                score_range=score_range)
+    rows.append((reporting.model_name(config), eval_metrics))
+    (workdir / "eval_results.json").write_text(json.dumps(
+        {name: {k: float(v) for k, v in m.items()} for name, m in rows}, indent=2))
+    print(reporting.table(rows, title=f"{config.dataset.name}/{config.dataset.config}, "
+                          f"split {config.dataset.eval_split} ({len(results)} videos)"))
+  return eval_metrics

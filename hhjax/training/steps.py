@@ -1,0 +1,74 @@
+"""The pure train and eval steps, jitted over the `data` mesh, and host <-> device.
+
+The state is replicated, batches are split along their first axis, and XLA inserts
+the gradient all-reduce. Dropout keys are `fold_in(key, step)`, so a resumed run draws
+the same masks as an uninterrupted one. The steps know nothing of the network they
+train: the model computes its outputs and `model.loss` its loss terms.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
+import optax
+
+DEVICE_KEYS = ("features", "labels", "mask", "score", "step_scores", "weight")
+# What evaluation reads back from a batch's outputs (those the model has).
+EVAL_KEYS = ("labels", "video_score", "step_scores")
+
+
+def train_step(state, batch: dict, key, *, model, loss_cfg, ground_truth_segments: bool):
+  """One optimisation step; pure."""
+  rng = jax.random.fold_in(key, state.step)
+
+  def loss_fn(params):
+    outputs = model.apply(
+        {"params": params}, batch["features"], batch["mask"],
+        gt_labels=batch["labels"] if ground_truth_segments else None, train=True,
+        rngs={"dropout": rng})
+    return model.loss(outputs, batch, loss_cfg)
+
+  (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads)
+  out = dict(loss=loss, **parts, grad_norm=optax.tree.norm(grads),
+             param_norm=optax.tree.norm(new_state.params))
+  return new_state, out
+
+
+def eval_step(params, batch: dict, *, model):
+  """Predictions for one batch (segments always come from the prediction)."""
+  out = model.apply({"params": params}, batch["features"], batch["mask"], train=False)
+  return {k: out[k] for k in EVAL_KEYS if k in out}
+
+
+def compile_steps(config, model, mesh):
+  """Jitted, data-parallel train and eval steps for `mesh`."""
+  replicated = NamedSharding(mesh, P())
+  data = NamedSharding(mesh, P("data"))
+  p_train_step = jax.jit(
+      functools.partial(train_step, model=model, loss_cfg=config.loss,
+                        ground_truth_segments=config.training_segments == "ground_truth"),
+      in_shardings=(replicated, data, replicated),
+      out_shardings=(replicated, replicated),
+      donate_argnums=(0,))   # the old state's buffers are reused for the new one
+  p_eval_step = jax.jit(functools.partial(eval_step, model=model),
+                        in_shardings=(replicated, data), out_shardings=data)
+  return p_train_step, p_eval_step
+
+
+def to_device(batch: dict, mesh) -> dict:
+  """Assembles the global batch from every process's rows (the `data` axis)."""
+  sharding = NamedSharding(mesh, P("data"))
+  return {k: jax.make_array_from_process_local_data(sharding, batch[k])
+          for k in DEVICE_KEYS}
+
+
+def to_host(tree) -> Any:
+  """Global device arrays -> NumPy on every host."""
+  if jax.process_count() > 1:
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.device_get(tree)
