@@ -8,8 +8,15 @@ padding supplies: a padded video gives the same outputs on its valid frames.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import flax.linen as nn
 import jax.numpy as jnp
+
+# PyTorch's default Conv1d initialisation (uniform, variance 1/(3 fan_in)): what the
+# original MS-TCN-family code trained with. Networks that stack stages on raw stage
+# features (BCN) need it to start with sane logits.
+TORCH_CONV_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 def masked(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
@@ -23,13 +30,16 @@ class DilatedResidualLayer(nn.Module):
   channels: int
   dilation: int
   dropout_rate: float = 0.5
+  kernel_init: Callable[..., Any] = nn.linear.default_kernel_init
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool = False):
     h = nn.Conv(self.channels, kernel_size=(3,), kernel_dilation=(self.dilation,),
-                padding="SAME", name="conv_dilated")(masked(x, mask))  # (B, T, C)
+                padding="SAME", kernel_init=self.kernel_init,
+                name="conv_dilated")(masked(x, mask))                    # (B, T, C)
     h = nn.relu(h)
-    h = nn.Conv(self.channels, kernel_size=(1,), name="conv_1x1")(h)
+    h = nn.Conv(self.channels, kernel_size=(1,), kernel_init=self.kernel_init,
+                name="conv_1x1")(h)
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     return masked(x + h, mask)
 
@@ -44,12 +54,15 @@ class SingleStage(nn.Module):
   num_layers: int = 10
   channels: int = 64
   dropout_rate: float = 0.5
+  kernel_init: Callable[..., Any] = nn.linear.default_kernel_init
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool = False):
-    h = nn.Conv(self.channels, kernel_size=(1,), name="conv_in")(x)  # (B, T, C)
+    h = nn.Conv(self.channels, kernel_size=(1,), kernel_init=self.kernel_init,
+                name="conv_in")(x)                                       # (B, T, C)
     h = masked(h, mask)
     for i in range(self.num_layers):
       h = DilatedResidualLayer(self.channels, 2**i, self.dropout_rate,
+                               kernel_init=self.kernel_init,
                                name=f"layer_{i}")(h, mask, train=train)
     return h
