@@ -1,0 +1,102 @@
+"""The experiment runner: rows trained once, finished rows skipped, the paper beside us."""
+
+import importlib.util
+import json
+import math
+import pathlib
+
+import pytest
+
+from hhjax import experiments
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _tiny(tmp_path):
+  spec = importlib.util.spec_from_file_location("tiny", REPO / "configs" / "tiny.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.dataset.data_dir = str(tmp_path / "tfds")
+  config.num_train_steps = 2
+  config.checkpoint_every_steps = 2
+  config.eval_every_steps = 2
+  config.tensorboard = False
+  return config
+
+
+def test_table_runs_rows_writes_files_and_skips_finished_rows(tmp_path, monkeypatch):
+  base = (_tiny(tmp_path), "split")
+  out = tmp_path / "out"
+  result = experiments.run_table("12", "tiny", [0], "full", out, base=base,
+                                 log=lambda *_: None)
+  md = (out / "table12.md").read_text()
+  saved = json.loads((out / "table12.json").read_text())
+  assert [r["name"] for r in saved["rows"]] == ["segment + MLP", "segment + KAS"]
+  # Our figures (mean over one seed) and the paper's beside them.
+  assert "Sp.Corr ours" in md and "Sp.Corr paper" in md and "0.814" in md
+  assert "| segment + KAS |" in md
+  for row in saved["rows"]:
+    run = out / "runs" / experiments.dataset_slug("tiny") / row["key"] / "seed0"
+    on_disk = list(json.loads((run / "eval_results.json").read_text()).values())[-1]
+    assert row["per_seed"][0] == pytest.approx(on_disk, nan_ok=True)
+  assert len(saved["claims"]) == 2
+  assert all(c["verdict"] in ("holds", "does not hold") for c in result["claims"])
+  assert md.count("- **") == 2
+  # A finished row is read back, never retrained.
+  def no_training(*args, **kwargs):
+    raise AssertionError("a finished row was retrained")
+  monkeypatch.setattr("hhjax.training.loop.train_and_evaluate", no_training)
+  again = experiments.run_table("12", "tiny", [0], "full", out, base=base,
+                                log=lambda *_: None)
+  assert again["rows"] == result["rows"]
+  # Table XIII shares its KAS row with Table XII: only the fixed-sigmoid row trains.
+  trained = []
+  monkeypatch.setattr(experiments, "run_one",
+                      lambda config, workdir, log=print: (
+                          trained.append(workdir) or ({"spearman": 0.5}, 1.0, False))
+                      if not (workdir / "eval_results.json").exists()
+                      else (experiments._read_results(workdir), 1.0, True))
+  experiments.run_table("13", "tiny", [0], "full", out, base=base, log=lambda *_: None)
+  assert len(trained) == 1 and "learnable_sigmoid=False" in str(trained[0])
+
+
+def test_row_keys_are_shared_and_distinct():
+  rows = {r.name: r for t in experiments.TABLES.values() for r in t["rows"]}
+  assert rows["segment + KAS"].key == rows["Ours"].key   # the same run in two tables
+  keys = {r.overrides: r.key for r in rows.values()}
+  assert len(set(keys.values())) == len(keys)
+
+
+def _row(name, **means):
+  return dict(name=name, mean_sd={k: (v, 0.1) for k, v in means.items()})
+
+
+def test_claims_by_hand():
+  rows = [_row("A + MLP", edit=70.0, spearman=0.5), _row("B + MLP", edit=75.0),
+          _row("Ours", edit=74.0, spearman=0.6)]
+  claim = ("edit", "Ours", "every segmentation network + MLP", "ours best")
+  verdict = experiments.judge_claim(claim, rows)
+  assert verdict["verdict"] == "does not hold"
+  assert "vs A + MLP: +4.00" in verdict["detail"] and "vs B + MLP: -1.00" in verdict["detail"]
+  lower = experiments.judge_claim(("rl2", "Ours", "A + MLP", "lower is better"),
+                                  [_row("A + MLP", rl2=3.0), _row("Ours", rl2=2.0)])
+  assert lower["verdict"] == "holds"
+  par = experiments.judge_claim(("edit", "Ours", "B + MLP", "par", "par"), rows)
+  assert par["verdict"] == "holds"   # within two points
+  missing = experiments.judge_claim(("acc", "Ours", "B + MLP", "x"), rows)
+  assert missing["verdict"] == "not measured"
+
+
+def test_mean_sd_skips_nan():
+  out = experiments.mean_sd([{"acc": 1.0, "spearman": math.nan}, {"acc": 3.0,
+                                                                  "spearman": 0.5}])
+  assert out["acc"][0] == 2.0 and out["acc"][1] == pytest.approx(math.sqrt(2))
+  assert out["spearman"][0] == 0.5 and math.isnan(out["spearman"][1])
+
+
+def test_unknown_table_and_dataset_are_named():
+  with pytest.raises(ValueError, match="unknown table '7'"):
+    experiments.run_table("7", "synthetic", [0], "quick", pathlib.Path("/tmp/x"))
+  with pytest.raises(ValueError, match="neither"):
+    experiments.base_config("/no/such/folder")
