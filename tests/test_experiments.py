@@ -61,11 +61,19 @@ def test_table_runs_rows_writes_files_and_skips_finished_rows(tmp_path, monkeypa
   assert len(trained) == 1 and "learnable_sigmoid=False" in str(trained[0])
 
 
-def test_row_keys_are_shared_and_distinct():
+def test_row_keys_are_shared_and_distinct(tmp_path):
   rows = {r.name: r for t in experiments.TABLES.values() for r in t["rows"]}
   assert rows["segment + KAS"].key == rows["Ours"].key   # the same run in two tables
   keys = {r.overrides: r.key for r in rows.values()}
   assert len(set(keys.values())) == len(keys)
+  # Overrides equal to the base config do not make a new run.
+  base = _tiny(tmp_path)
+  base.training_segments = "ground_truth"
+  gt_row = rows["ground-truth segments, input features"]
+  assert experiments.effective(base, gt_row).key == experiments.effective(
+      base, rows["Ours"]).key
+  assert experiments.effective(base, rows["Ours w/o LT"]).overrides == (
+      ("model.attention", "none"),)
 
 
 def _row(name, **means):
