@@ -69,7 +69,7 @@ def evaluate_checkpoint(config, workdir: str | pathlib.Path, split: str | None =
   _, p_eval_step = steps.compile_steps(config, model, mesh)
   stats = splits.load_saved_stats(config, workdir)
   results = evaluation.predict(config, state.params, p_eval_step, data, mesh, stats)
-  metrics = evaluation.summarize(results, evaluation.score_range(config))
+  metrics = evaluation.summarize_split(results, config, data)
   if jax.process_index() == 0:
     metrics_path, predictions_path = output_paths(workdir, split, int(state.step))
     metrics_path.parent.mkdir(parents=True, exist_ok=True)

@@ -67,15 +67,30 @@ def predict(config, params, p_eval_step, data, mesh,
   return results
 
 
-def summarize(results: list[dict], score_range: tuple[float, float] = DEFAULT_SCORE_RANGE
-              ) -> dict[str, float]:
-  """Segmentation (where predicted) and assessment metrics over per-video predictions."""
+def summarize(results: list[dict], score_range: tuple[float, float] = DEFAULT_SCORE_RANGE,
+              *, bg_classes=(0,), has_scores: bool = True) -> dict[str, float]:
+  """Segmentation (where predicted) and assessment metrics over per-video predictions.
+
+  `bg_classes` are left out of edit and F1 (MS-TCN leaves out the class named
+  "background"); without scores in the data (`has_scores` False) the assessment
+  metrics are NaN, printed as '-'."""
   out: dict[str, float] = {}
   if results and results[0]["labels"] is not None:
     out.update(metrics.segmentation_report([r["labels"] for r in results],
-                                           [r["gt_labels"] for r in results]))
+                                           [r["gt_labels"] for r in results],
+                                           bg_classes=tuple(bg_classes)))
   pred = np.array([r["video_score"] for r in results])
   gt = np.array([r["gt_score"] for r in results])
-  out["spearman"] = metrics.spearman(pred, gt)
-  out["rl2"] = metrics.relative_l2(pred, gt, *score_range) * 100
+  if has_scores:
+    out["spearman"] = metrics.spearman(pred, gt)
+    out["rl2"] = metrics.relative_l2(pred, gt, *score_range) * 100
+  else:
+    out["spearman"] = out["rl2"] = float("nan")
   return out
+
+
+def summarize_split(results: list[dict], config, data) -> dict[str, float]:
+  """`summarize` with the split's background classes and score availability."""
+  return summarize(results, score_range(config),
+                   bg_classes=getattr(data, "background_classes", (0,)),
+                   has_scores=getattr(data, "has_scores", True))

@@ -1,21 +1,29 @@
-"""TFDS builder for HHA300 (hand-hygiene step segmentation + assessment), no TensorFlow.
+"""TFDS builders for manual directories in the MS-TCN layout, no TensorFlow.
 
-Importing this module registers the builder `hha300`, so afterwards
+Importing this module registers two builders that read the layout of
+`hhjax.data.layout`:
+
+* `hha300`: HHA300 (hand-hygiene step segmentation + assessment; scores required).
+* `action_segmentation`: the public action-segmentation data sets of the MS-TCN
+  release (GTEA, 50Salads, Breakfast; Li et al.'s Table VII), which have no scores.
 
 ```python
 import tensorflow_datasets as tfds
-import hhjax.data.hha300  # registers "hha300"
+import hhjax.data.hha300  # registers "hha300" and "action_segmentation"
 
 builder = tfds.builder("hha300/synthetic_small", data_dir=DATA_DIR)
 builder.download_and_prepare()
 source = tfds.data_source("hha300/synthetic_small", data_dir=DATA_DIR)["train"]
 ```
 
-works, or in one call `load_source("synthetic_small", "train", data_dir=DATA_DIR)`.
-The files are ArrayRecord (this builder's default file format), which TFDS writes and
-reads without TensorFlow; reading needs neither hhjax nor this module.
+works, or in one call `load_source("synthetic_small", "train", data_dir=DATA_DIR)`
+(`load_source("gtea", "train_split1", DATA_DIR, MANUAL_DIR,
+dataset="action_segmentation")` for the public sets). The files are ArrayRecord (the
+builders' default file format), which TFDS writes and reads without TensorFlow; reading
+needs neither hhjax nor this module. Both builders share one base (`LayoutBuilder`): the
+feature spec, ArrayRecord writing and the input fingerprints below.
 
-Configs:
+`hha300` configs:
 
 * `features`: real data from a manual directory in the layout of `hhjax.data.layout`
   (pass it as `tfds.download.DownloadConfig(manual_dir=...)`, or `manual_dir=` to
@@ -30,14 +38,47 @@ The synthetic configs write the same manual layout with `hhjax.data.synthetic` i
 temporary folder under the download directory, read it through the same
 `hhjax.data.layout.iter_examples` as real data, and delete it afterwards.
 
+`action_segmentation` configs, each reading one data set's folder of the MS-TCN release
+(`mapping.txt`, `groundTruth/`, `features/`, `splits/train.split<k>.bundle` and
+`splits/test.split<k>.bundle`; no scores.csv):
+
+| config         | classes | splits | MS-TCN sample rate |
+|----------------|---------|--------|--------------------|
+| `gtea`         | 11      | 4      | 1                  |
+| `50salads`     | 19      | 5      | 2                  |
+| `breakfast`    | 48      | 4      | 1                  |
+| `mstcn_format` | any     | any    | 1                  |
+
+The class count comes from mapping.txt (`info.metadata["class_names"]`); the table's
+counts are the releases', recorded in each config but not enforced. The named configs
+need every `train.split<k>` / `test.split<k>` bundle of their k; `mstcn_format` takes
+whatever bundles the folder has. The sample rate is the frame stride MS-TCN trains
+with (`config.dataset.frame_stride`); the builder stores every frame.
+
+Split names: TFDS split names allow only letters, digits and `_`, so bundle
+`train.split1` is split `train_split1` (every other character becomes `_`; two bundles
+mapping to one name are an error). Each video is stored once: the builder stores the
+smallest bundles (the test splits, which partition the videos) and serves a bundle that
+is exactly a union of stored ones (MS-TCN's `train.split<k>`, the other k's test
+splits) as the TFDS sum of those, e.g. `train_split1` = `test_split2+test_split3+
+test_split4`. `info.metadata["split_expressions"]` maps every name to its TFDS split
+(`resolve_split` reads it; `load_source` applies it), so `train_split1` is read like a
+stored split. `cv_splits(config)` lists the (train, test) pairs of a config.
+
+Examples of the public sets have the HHA300 keys, so one pipeline reads both: score 0,
+attributes 0 and step scores -1 (unknown). Their (6,) shapes are HHA300's six steps and
+mean nothing here; `info.metadata["has_scores"]` is False. MS-TCN's evaluation leaves
+the class named "background" out of edit and F1 (only GTEA has one);
+`info.metadata["background_classes"]` lists its index (or nothing).
+
 Builds are keyed by their inputs. Every build writes `hhjax_fingerprint.json` beside its
 data (`builder.data_dir`), recording what it was made from:
 
-* `features`, `handwash`: the resolved manual directory, and for every file the build
-  reads (mapping.txt, scores.csv, the split bundles, groundTruth/*.txt and
-  features/*.npy of the listed videos) its name relative to that folder, its size, and
-  either a SHA-256 of its contents (the text files) or its mtime_ns (the .npy files,
-  which are only stat'ed).
+* manual configs (`features`, `handwash`, every `action_segmentation` config): the
+  resolved manual directory, and for every file the build reads (mapping.txt,
+  scores.csv, the split bundles, groundTruth/*.txt and features/*.npy of the listed
+  videos) its name relative to that folder, its size, and either a SHA-256 of its
+  contents (the text files) or its mtime_ns (the .npy files, which are only stat'ed).
 * `synthetic*`: the preset's `SyntheticConfig` fields and
   `hhjax.data.synthetic.GENERATOR_VERSION`.
 * both: the builder `VERSION`.
@@ -80,10 +121,11 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import sys
 import tempfile
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -91,9 +133,12 @@ import tensorflow_datasets as tfds
 from hhjax.data import layout
 
 _NAME = "hha300"
+ACTION_SEGMENTATION = "action_segmentation"
 _SOURCES = ("manual", "synthetic")
 NUM_CLASSES = 1 + layout.NUM_STEPS   # background + the six WHO steps
 SPLITS = layout.DEFAULT_SPLITS
+# The class MS-TCN's evaluation leaves out of edit and F1 (by name).
+BACKGROUND_CLASS_NAME = "background"
 
 # Written beside a build's data: what the build was made from (see the module docstring).
 FINGERPRINT_FILE = "hhjax_fingerprint.json"
@@ -144,16 +189,52 @@ Pass it with `tfds.download.DownloadConfig(manual_dir=DIR)`, or build with
 """
 
 
+_AS_DESCRIPTION = """\
+Public action-segmentation data sets in the layout of the MS-TCN release (Abu Farha and
+Gall, CVPR 2019): GTEA, 50Salads and Breakfast, each video annotated per frame with an
+action class and given as per-frame I3D features (2048-d, RGB + flow). There are no
+assessment labels: every example has score 0, attributes 0 and unknown (-1) step
+scores, kept only so that the examples share HHA300's keys and shapes.
+"""
+
+_AS_CITATION = """\
+@inproceedings{farha2019mstcn,
+  title     = {{MS-TCN}: Multi-Stage Temporal Convolutional Network for Action
+               Segmentation},
+  author    = {Abu Farha, Yazan and Gall, Juergen},
+  booktitle = {CVPR},
+  year      = {2019}
+}
+"""
+
+_AS_MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+The features and labels cannot be downloaded by the builder. Download the data folder
+of the MS-TCN release (github.com/yabufarha/ms-tcn) and pass one data set's folder
+(data/gtea, data/50salads or data/breakfast) as the manual directory:
+
+  <manual_dir>/
+    mapping.txt                   "<index> <class name>" per line
+    groundTruth/<video>.txt       one class name per frame
+    features/<video>.npy          (2048, T) I3D features (one column per frame)
+    splits/train.split<k>.bundle  video file names (<video>.txt), one per line
+    splits/test.split<k>.bundle
+
+Pass it with `tfds.download.DownloadConfig(manual_dir=DIR)`, or `manual_dir=DIR` to
+`hhjax.data.hha300.build(CONFIG, dataset="action_segmentation")`.
+`hhjax.data.layout.validate_manual_dir(DIR, SPLITS, require_scores=False)` checks a
+folder and lists every problem.
+"""
+
+
 @dataclasses.dataclass(eq=False)
-class Hha300Config(tfds.core.BuilderConfig):
-  """Where a HHA300 config's data comes from.
+class LayoutConfig(tfds.core.BuilderConfig):
+  """Where a config's data comes from (the fields both builders share).
 
   Attributes:
     source: "manual" (read the manual directory) or "synthetic" (generate it).
     preset: for "synthetic", the key of `hhjax.data.synthetic.PRESETS` to generate;
       None for "manual".
-    splits: the split bundles to build; None: every bundle in the folder's `splits/`
-      (they must be disjoint, e.g. the `fold<k>` bundles of `hhjax.data.compose`).
+    splits: the split bundles to build; None: every bundle in the folder's `splits/`.
   """
 
   source: str = "manual"
@@ -161,49 +242,67 @@ class Hha300Config(tfds.core.BuilderConfig):
   splits: tuple[str, ...] | None = SPLITS
 
   def __post_init__(self):
+    kind = type(self).__name__
     if self.source not in _SOURCES:
-      raise ValueError(f"Hha300Config {self.name!r}: source must be one of {_SOURCES}, "
+      raise ValueError(f"{kind} {self.name!r}: source must be one of {_SOURCES}, "
                        f"got {self.source!r}")
     if self.source == "synthetic":
       if not isinstance(self.preset, str) or not self.preset:
-        raise ValueError(f"Hha300Config {self.name!r}: a synthetic config needs the "
+        raise ValueError(f"{kind} {self.name!r}: a synthetic config needs the "
                          f"name of a synthetic preset, got preset={self.preset!r}")
     elif self.preset is not None:
-      raise ValueError(f"Hha300Config {self.name!r}: preset={self.preset!r} only "
+      raise ValueError(f"{kind} {self.name!r}: preset={self.preset!r} only "
                        "applies to source='synthetic'")
 
 
-class Hha300(tfds.core.GeneratorBasedBuilder):
-  """HHA300 features, frame labels and assessment scores (ArrayRecord, no TensorFlow)."""
+@dataclasses.dataclass(eq=False)
+class Hha300Config(LayoutConfig):
+  """A HHA300 config. With `splits=None` every bundle becomes a split; they must then
+  be disjoint (e.g. the `fold<k>` bundles of `hhjax.data.compose`)."""
 
-  name = _NAME
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {
-      "1.0.0": "Initial release: features, handwash, synthetic and synthetic_small "
-               "configs.",
-  }
-  BUILDER_CONFIGS = [
-      Hha300Config(
-          name="features",
-          description="Real data: per-frame features read from the manual directory.",
-          source="manual"),
-      Hha300Config(
-          name="handwash",
-          description="Whole washes composed from single-step clips by "
-                      "hhjax.data.compose, read from the manual directory; one split per "
-                      "bundle found (fold0, fold1, ... for cross-validation).",
-          source="manual", splits=None),
-      Hha300Config(
-          name="synthetic",
-          description="Synthetic stand-in of HHA300's size (225 train / 75 test).",
-          source="synthetic", preset="synthetic"),
-      Hha300Config(
-          name="synthetic_small",
-          description="Small synthetic set for demos and quick runs.",
-          source="synthetic", preset="synthetic_small"),
-  ]
-  DEFAULT_CONFIG_NAME = "features"
-  MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
+
+def mstcn_bundles(num_splits: int) -> tuple[str, ...]:
+  """The bundle names of MS-TCN's k-fold splits: `train.split1`, `test.split1`, ..."""
+  return tuple(f"{part}.split{k}" for k in range(1, num_splits + 1)
+               for part in ("train", "test"))
+
+
+@dataclasses.dataclass(eq=False)
+class ActionSegmentationConfig(LayoutConfig):
+  """An `action_segmentation` config: always a manual directory, never scores.
+
+  Attributes:
+    num_classes: the release's class count (documentation; mapping.txt decides).
+    num_splits: the release's number of cross-validation splits; None for a folder of
+      any bundles (`mstcn_format`).
+    sample_rate: MS-TCN's frame stride for this data set (`config.dataset.frame_stride`).
+  """
+
+  num_classes: int | None = None
+  num_splits: int | None = None
+  sample_rate: int = 1
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.source != "manual":
+      raise ValueError(f"ActionSegmentationConfig {self.name!r}: source must be "
+                       f"'manual', got {self.source!r}")
+    if self.num_splits is not None and self.splits != mstcn_bundles(self.num_splits):
+      raise ValueError(f"ActionSegmentationConfig {self.name!r}: splits must be "
+                       f"mstcn_bundles({self.num_splits}), got {self.splits!r}")
+    if self.sample_rate < 1:
+      raise ValueError(f"ActionSegmentationConfig {self.name!r}: sample_rate must be "
+                       f">= 1, got {self.sample_rate}")
+
+
+class LayoutBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """What `Hha300` and `ActionSegmentation` share: one feature spec, ArrayRecord files,
+  the input fingerprint written beside every build, and the manual directory reader.
+
+  A subclass sets the TFDS attributes (`name`, `VERSION`, `BUILDER_CONFIGS`, ...),
+  `_info` (with `_features()`), `validate_layout` and `_split_generators`.
+  """
+
   # Nothing is downloaded, so there are no URL checksums. Saying so also keeps TFDS
   # from looking for a checksums file beside the code, which for a builder inside a
   # package needs the `importlib_resources` backport (absent on Python >= 3.9).
@@ -223,29 +322,28 @@ class Hha300(tfds.core.GeneratorBasedBuilder):
     if file_format is None and not self.is_prepared():
       self.info.set_file_format(tfds.core.FileFormat.ARRAY_RECORD, override=True)
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=_DESCRIPTION,
-        features=tfds.features.FeaturesDict({
-            "video": tfds.features.Text(),
-            # Two unknown dimensions need an explicit encoding; raw bytes keep the
-            # float32 values exact and cost nothing to decode.
-            "features": tfds.features.Tensor(shape=(None, None), dtype=np.float32,
-                                             encoding="bytes"),
-            "labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            "score": tfds.features.Scalar(dtype=np.float32),
-            "attributes": tfds.features.Tensor(shape=(layout.NUM_STEPS,),
-                                               dtype=np.int32),
-            "step_scores": tfds.features.Tensor(shape=(layout.NUM_STEPS,),
-                                                dtype=np.float32),
-            "num_frames": tfds.features.Scalar(dtype=np.int32),
-        }),
-        # Filled in `_split_generators` once the layout has been read.
-        metadata=tfds.core.MetadataDict(),
-        homepage="https://arxiv.org/abs/2209.12221",
-        citation=_CITATION,
-    )
+  @staticmethod
+  def _features() -> tfds.features.FeaturesDict:
+    """The example spec (see the module docstring)."""
+    return tfds.features.FeaturesDict({
+        "video": tfds.features.Text(),
+        # Two unknown dimensions need an explicit encoding; raw bytes keep the
+        # float32 values exact and cost nothing to decode.
+        "features": tfds.features.Tensor(shape=(None, None), dtype=np.float32,
+                                         encoding="bytes"),
+        "labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+        "score": tfds.features.Scalar(dtype=np.float32),
+        "attributes": tfds.features.Tensor(shape=(layout.NUM_STEPS,), dtype=np.int32),
+        "step_scores": tfds.features.Tensor(shape=(layout.NUM_STEPS,),
+                                            dtype=np.float32),
+        "num_frames": tfds.features.Scalar(dtype=np.int32),
+    })
+
+  @classmethod
+  def validate_layout(cls, root: pathlib.Path, splits: Sequence[str], *,
+                      check_values: bool = True) -> layout.LayoutSummary:
+    """Checks a manual directory as this builder reads it (raises `LayoutError`)."""
+    raise NotImplementedError
 
   def download_and_prepare(self, **kwargs) -> None:
     """Builds the data set (see `tfds.core.DatasetBuilder.download_and_prepare`).
@@ -277,6 +375,61 @@ class Hha300(tfds.core.GeneratorBasedBuilder):
     _write_fingerprint(pathlib.Path(os.fspath(self.data_dir)), fingerprint)
 
   def _layout_dir(self, dl_manager) -> pathlib.Path:
+    """The manual directory to read."""
+    return _manual_root(dl_manager)
+
+
+class Hha300(LayoutBuilder):
+  """HHA300 features, frame labels and assessment scores (ArrayRecord, no TensorFlow)."""
+
+  name = _NAME
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release: features, handwash, synthetic and synthetic_small "
+               "configs.",
+  }
+  BUILDER_CONFIGS = [
+      Hha300Config(
+          name="features",
+          description="Real data: per-frame features read from the manual directory.",
+          source="manual"),
+      Hha300Config(
+          name="handwash",
+          description="Whole washes composed from single-step clips by "
+                      "hhjax.data.compose, read from the manual directory; one split per "
+                      "bundle found (fold0, fold1, ... for cross-validation).",
+          source="manual", splits=None),
+      Hha300Config(
+          name="synthetic",
+          description="Synthetic stand-in of HHA300's size (225 train / 75 test).",
+          source="synthetic", preset="synthetic"),
+      Hha300Config(
+          name="synthetic_small",
+          description="Small synthetic set for demos and quick runs.",
+          source="synthetic", preset="synthetic_small"),
+  ]
+  DEFAULT_CONFIG_NAME = "features"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=_DESCRIPTION,
+        features=self._features(),
+        # Filled in `_split_generators` once the layout has been read.
+        metadata=tfds.core.MetadataDict(),
+        homepage="https://arxiv.org/abs/2209.12221",
+        citation=_CITATION,
+    )
+
+  @classmethod
+  def validate_layout(cls, root: pathlib.Path, splits: Sequence[str], *,
+                      check_values: bool = True) -> layout.LayoutSummary:
+    """Checks a HHA300 folder: scores.csv and seven classes required."""
+    return layout.validate_manual_dir(root, splits, num_classes=NUM_CLASSES,
+                                      check_values=check_values)
+
+  def _layout_dir(self, dl_manager) -> pathlib.Path:
     """The manual directory to read: the user's, or a freshly generated one."""
     config = self.builder_config
     if config.source == "manual":
@@ -297,7 +450,7 @@ class Hha300(tfds.core.GeneratorBasedBuilder):
     # Check everything (values included) before writing anything, so one run lists
     # every problem of the folder.
     splits = self.builder_config.splits or layout.list_splits(root)
-    summary = layout.validate_manual_dir(root, splits, num_classes=NUM_CLASSES)
+    summary = self.validate_layout(root, splits)
     self.info.metadata["class_names"] = list(summary.class_names)
     self.info.metadata["attribute_names"] = list(layout.ATTRIBUTES)
     self.info.metadata["feature_dim"] = summary.feature_dim
@@ -307,26 +460,255 @@ class Hha300(tfds.core.GeneratorBasedBuilder):
     yield from layout.iter_examples(root, split, num_classes=NUM_CLASSES)
 
 
-def make_builder(config_name: str, data_dir: str | None = None) -> Hha300:
-  """Returns the `hha300/<config_name>` builder (nothing is built yet).
+class ActionSegmentation(LayoutBuilder):
+  """GTEA, 50Salads and Breakfast in the MS-TCN layout: features and frame labels."""
+
+  name = ACTION_SEGMENTATION
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release: gtea, 50salads, breakfast and mstcn_format configs.",
+  }
+  BUILDER_CONFIGS = [
+      ActionSegmentationConfig(
+          name="gtea",
+          description="GTEA (MS-TCN release): 28 videos, 11 classes, 4 splits.",
+          splits=mstcn_bundles(4), num_classes=11, num_splits=4, sample_rate=1),
+      ActionSegmentationConfig(
+          name="50salads",
+          description="50Salads (MS-TCN release): 50 videos, 19 classes, 5 splits; "
+                      "MS-TCN trains on every 2nd frame.",
+          splits=mstcn_bundles(5), num_classes=19, num_splits=5, sample_rate=2),
+      ActionSegmentationConfig(
+          name="breakfast",
+          description="Breakfast (MS-TCN release): 1712 videos, 48 classes, 4 splits.",
+          splits=mstcn_bundles(4), num_classes=48, num_splits=4, sample_rate=1),
+      ActionSegmentationConfig(
+          name="mstcn_format",
+          description="Any folder in the MS-TCN layout; every bundle found is a split.",
+          splits=None),
+  ]
+  DEFAULT_CONFIG_NAME = "mstcn_format"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _AS_MANUAL_DOWNLOAD_INSTRUCTIONS
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=_AS_DESCRIPTION,
+        features=self._features(),
+        # Filled in `_split_generators` once the layout has been read.
+        metadata=tfds.core.MetadataDict(),
+        homepage="https://github.com/yabufarha/ms-tcn",
+        citation=_AS_CITATION,
+    )
+
+  @classmethod
+  def validate_layout(cls, root: pathlib.Path, splits: Sequence[str], *,
+                      check_values: bool = True) -> layout.LayoutSummary:
+    """Checks a folder of the MS-TCN release: no scores.csv needed, any class count;
+    `train.split<k>` and `test.split<k>` must not share a video."""
+    return layout.validate_manual_dir(root, splits, check_values=check_values,
+                                      require_scores=False)
+
+  def _split_generators(self, dl_manager):
+    root = self._layout_dir(dl_manager)
+    config = self.builder_config
+    bundles = config.splits or layout.list_splits(root)
+    # Everything (values included) is checked before anything is written.
+    summary = self.validate_layout(root, bundles)
+    plan = plan_splits(summary.splits, root)
+    class_names = list(summary.class_names)
+    metadata = self.info.metadata
+    metadata["class_names"] = class_names
+    metadata["attribute_names"] = list(layout.ATTRIBUTES)
+    metadata["feature_dim"] = summary.feature_dim
+    metadata["has_scores"] = summary.has_scores
+    metadata["background_classes"] = [i for i, n in enumerate(class_names)
+                                      if n == BACKGROUND_CLASS_NAME]
+    metadata["sample_rate"] = config.sample_rate
+    metadata["bundles"] = dict(plan.names)
+    metadata["split_expressions"] = dict(plan.expressions)
+    return {name: self._generate_examples(root, bundle)
+            for name, bundle in plan.stored.items()}
+
+  def _generate_examples(self, root: pathlib.Path, bundle: str):
+    yield from layout.iter_examples(root, bundle, require_scores=False)
+
+
+# Every builder of this module by its TFDS name.
+BUILDERS: dict[str, type[LayoutBuilder]] = {
+    b.name: b for b in (Hha300, ActionSegmentation)}
+
+
+def _builder_class(dataset: str) -> type[LayoutBuilder]:
+  """The builder called `dataset`; ValueError naming the known ones otherwise."""
+  if dataset not in BUILDERS:
+    raise ValueError(f"unknown data set {dataset!r}; known: {sorted(BUILDERS)}")
+  return BUILDERS[dataset]
+
+
+def make_builder(config_name: str, data_dir: str | None = None,
+                 dataset: str = _NAME) -> LayoutBuilder:
+  """Returns the `<dataset>/<config_name>` builder (nothing is built yet).
 
   Args:
-    config_name: "features", "handwash", "synthetic" or "synthetic_small".
+    config_name: a config of `dataset`: for "hha300" "features", "handwash",
+      "synthetic" or "synthetic_small"; for "action_segmentation" "gtea", "50salads",
+      "breakfast" or "mstcn_format".
     data_dir: TFDS data directory (TFDS's default, ~/tensorflow_datasets, if None).
+    dataset: "hha300" or "action_segmentation".
 
   Raises:
-    ValueError: unknown config name.
+    ValueError: unknown data set or config name.
   """
-  _builder_config(config_name)   # a clear error for an unknown name
-  return Hha300(config=config_name, data_dir=data_dir)
+  builder_config(config_name, dataset)   # a clear error for an unknown name
+  return _builder_class(dataset)(config=config_name, data_dir=data_dir)
 
 
-def _builder_config(config_name: str) -> Hha300Config:
+def builder_config(config_name: str, dataset: str = _NAME) -> LayoutConfig:
   """The config called `config_name`; ValueError naming the known ones otherwise."""
-  configs = {c.name: c for c in Hha300.BUILDER_CONFIGS}
+  configs = {c.name: c for c in _builder_class(dataset).BUILDER_CONFIGS}
   if config_name not in configs:
-    raise ValueError(f"unknown hha300 config {config_name!r}; known: {list(configs)}")
+    raise ValueError(f"unknown {dataset} config {config_name!r}; known: {list(configs)}")
   return configs[config_name]
+
+
+# --- split names -----------------------------------------------------------------------
+
+def tfds_split_name(bundle: str) -> str:
+  """The TFDS split name of a bundle: every character but letters, digits and `_`
+  becomes `_` (`train.split1` -> `train_split1`)."""
+  return re.sub(r"[^A-Za-z0-9_]", "_", bundle)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPlan:
+  """How `ActionSegmentation` stores a folder's bundles.
+
+  Attributes:
+    names: bundle -> TFDS split name, for every bundle.
+    stored: TFDS split name -> bundle, for the splits written to disk.
+    expressions: TFDS split name -> the TFDS split that reads it: the name itself for
+      a stored split, a sum of stored ones (`a+b+c`) for the others.
+  """
+
+  names: Mapping[str, str]
+  stored: Mapping[str, str]
+  expressions: Mapping[str, str]
+
+
+def plan_splits(bundles: Mapping[str, Sequence[str]],
+                root: str | os.PathLike | None = None) -> SplitPlan:
+  """Decides which bundles to store and which to serve as sums of stored ones.
+
+  Bundles are visited from the smallest; one that is exactly the union of stored
+  bundles that do not overlap (MS-TCN's `train.split<k>`: the other test splits) is
+  served as their sum, any other is stored. So the MS-TCN releases keep each video once,
+  and any other set of bundles is still served whole.
+
+  Args:
+    bundles: bundle name -> its video ids (`LayoutSummary.splits`).
+    root: the manual directory, to name bundle files in errors.
+
+  Returns:
+    A `SplitPlan`.
+
+  Raises:
+    hhjax.data.layout.LayoutError: two bundles map to one TFDS split name.
+  """
+  names = {b: tfds_split_name(b) for b in bundles}
+  by_name: dict[str, list[str]] = {}
+  for bundle, name in names.items():
+    by_name.setdefault(name, []).append(bundle)
+  clashes = {n: bs for n, bs in by_name.items() if len(bs) > 1}
+  if clashes:
+    folder = pathlib.Path(root or ".") / layout.SPLITS_DIR
+    raise layout.LayoutError([
+        f"{', '.join(str(folder / (b + layout.BUNDLE_SUFFIX)) for b in bs)}: these "
+        f"bundles would all be TFDS split {n!r} (only letters, digits and '_' are "
+        "kept); rename one" for n, bs in clashes.items()])
+  order = sorted(bundles, key=lambda b: (len(bundles[b]), list(bundles).index(b)))
+  stored: dict[str, str] = {}
+  expressions: dict[str, str] = {}
+  for bundle in order:
+    wanted = set(bundles[bundle])
+    parts = [n for n, b in stored.items() if set(bundles[b]) <= wanted]
+    covered = [v for n in parts for v in bundles[stored[n]]]
+    if parts and len(covered) == len(set(covered)) and set(covered) == wanted:
+      expressions[names[bundle]] = "+".join(parts)
+    else:
+      stored[names[bundle]] = bundle
+      expressions[names[bundle]] = names[bundle]
+  # Keep the folder's order for the names (metadata, listings).
+  ordered = {names[b]: expressions[names[b]] for b in bundles}
+  return SplitPlan(names=names, stored={n: stored[n] for n in ordered if n in stored},
+                   expressions=ordered)
+
+
+def resolve_split(builder: tfds.core.DatasetBuilder, split: str) -> str:
+  """The TFDS split to read for `split` of a prepared builder.
+
+  A name of `info.metadata["split_expressions"]` (or a bundle name such as
+  `train.split1`) becomes its stored split or sum of stored splits; anything else
+  (a stored split, a TFDS expression such as `"train[:10]"` or `"fold1+fold2"`) is
+  returned as it is.
+
+  Raises:
+    ValueError: `split` names none of the builder's splits (listing them).
+  """
+  metadata = builder.info.metadata or {}
+  expressions = metadata.get("split_expressions") or {}
+  bundles = metadata.get("bundles") or {}
+  name = bundles.get(split, split)
+  if name in expressions:
+    return expressions[name]
+  known = list(expressions) or list(builder.info.splits)
+  plain = re.fullmatch(r"[\w-]+", split) is not None
+  if plain and split not in builder.info.splits:
+    raise ValueError(f"{builder.name}/{builder.builder_config.name} has no split "
+                     f"{split!r}; known: {known}")
+  return split
+
+
+def _natural_key(text: str):
+  """Sort key reading digit runs as numbers (`split10` after `split9`)."""
+  return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
+
+
+def cv_splits(config_name: str, manual_dir: str | os.PathLike | None = None
+              ) -> list[tuple[str, str]]:
+  """The cross-validation splits of an `action_segmentation` config.
+
+  Args:
+    config_name: "gtea" (4 splits), "50salads" (5), "breakfast" (4) or
+      "mstcn_format" (the folder's `train.<x>` / `test.<x>` bundle pairs).
+    manual_dir: the folder; needed (only) for "mstcn_format".
+
+  Returns:
+    `[(train split, test split), ...]` as TFDS split names, in split order, e.g.
+    `[("train_split1", "test_split1"), ...]`: the values for
+    `config.dataset.train_split` and `config.dataset.eval_split`.
+
+  Raises:
+    ValueError: unknown config, or "mstcn_format" without `manual_dir`.
+    hhjax.data.layout.LayoutError: the folder has no bundles, or no train/test pair.
+  """
+  config = builder_config(config_name, ACTION_SEGMENTATION)
+  if config.num_splits is not None:
+    return [(f"train_split{k}", f"test_split{k}")
+            for k in range(1, config.num_splits + 1)]
+  if manual_dir is None:
+    raise ValueError(f"{ACTION_SEGMENTATION}/{config_name}: listing its splits needs "
+                     "the manual directory")
+  bundles = layout.list_splits(manual_dir)
+  suffixes = sorted({b[len("train."):] for b in bundles if b.startswith("train.")}
+                    & {b[len("test."):] for b in bundles if b.startswith("test.")},
+                    key=_natural_key)
+  if not suffixes:
+    raise layout.LayoutError(
+        f"{pathlib.Path(manual_dir) / layout.SPLITS_DIR}: no train.<x> / test.<x> "
+        f"bundle pair (found {', '.join(bundles)})")
+  return [(tfds_split_name(f"train.{s}"), tfds_split_name(f"test.{s}"))
+          for s in suffixes]
 
 
 # --- input fingerprints ----------------------------------------------------------------
@@ -337,20 +719,25 @@ class StaleBuildError(ValueError):
   Raised by `build` and `load_source` with `on_change="error"` instead of rebuilding.
 
   Attributes:
-    config_name: the hha300 config.
+    config_name: the config (of `dataset`).
     data_dir: the prepared copy's folder (`builder.data_dir`).
     changes: what differs, one phrase each, e.g. "manual directory changed
       (groundTruth/v3.txt modified)".
+    dataset: the builder, "hha300" or "action_segmentation".
   """
 
-  def __init__(self, config_name: str, data_dir: str, changes: Sequence[str]):
+  def __init__(self, config_name: str, data_dir: str, changes: Sequence[str],
+               dataset: str = _NAME):
     self.config_name = config_name
     self.data_dir = data_dir
     self.changes = tuple(changes)
+    self.dataset = dataset
+    command = (" (`python -m hhjax.data.build --on-change rebuild`)"
+               if dataset == _NAME else "")
     super().__init__(
-        f"{_NAME}/{config_name} in {data_dir} was built from other inputs: "
-        + "; ".join(self.changes) + ". Rebuild it with on_change='rebuild' "
-        "(`python -m hhjax.data.build --on-change rebuild`) or delete that folder.")
+        f"{dataset}/{config_name} in {data_dir} was built from other inputs: "
+        + "; ".join(self.changes) + f". Rebuild it with on_change='rebuild'{command} "
+        "or delete that folder.")
 
 
 def _manual_root(dl_manager) -> pathlib.Path:
@@ -361,7 +748,7 @@ def _manual_root(dl_manager) -> pathlib.Path:
     raise layout.LayoutError(str(e)) from e
 
 
-def _synthetic_preset(config: Hha300Config):
+def _synthetic_preset(config: LayoutConfig):
   """The `hhjax.data.synthetic.SyntheticConfig` a synthetic config generates."""
   # Imported here: the generator is needed only for the synthetic configs.
   from hhjax.data import synthetic   # pylint: disable=g-import-not-at-top
@@ -424,15 +811,18 @@ def _canonical(value) -> str:
   return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def input_fingerprint(config: Hha300Config | str, manual_dir: str | os.PathLike | None
-                      = None, *, version: tfds.core.Version | str | None = None) -> dict:
+def input_fingerprint(config: LayoutConfig | str, manual_dir: str | os.PathLike | None
+                      = None, *, version: tfds.core.Version | str | None = None,
+                      dataset: str | None = None) -> dict:
   """Fingerprints what building `config` would read now.
 
   Args:
-    config: an `Hha300` config or its name.
+    config: a config of `dataset`, or its name.
     manual_dir: the manual directory (needed by the manual configs, ignored otherwise);
       recorded resolved, so the same folder named two ways fingerprints alike.
-    version: builder version (default `Hha300.VERSION`).
+    version: builder version (default: the `dataset` builder's `VERSION`).
+    dataset: "hha300" or "action_segmentation"; default: the builder of a config
+      object's class, "hha300" for a name.
 
   Returns:
     A JSON-ready dict: `format`, `config`, `version`, `source`, `inputs` (manual: the
@@ -444,11 +834,14 @@ def input_fingerprint(config: Hha300Config | str, manual_dir: str | os.PathLike 
   Raises:
     ValueError: unknown config or preset, or a manual config without `manual_dir`.
   """
+  if dataset is None:
+    dataset = (ACTION_SEGMENTATION if isinstance(config, ActionSegmentationConfig)
+               else _NAME)
   if isinstance(config, str):
-    config = _builder_config(config)
+    config = builder_config(config, dataset)
   if config.source == "manual":
     if manual_dir is None:
-      raise ValueError(f"{_NAME}/{config.name}: fingerprinting needs the manual "
+      raise ValueError(f"{dataset}/{config.name}: fingerprinting needs the manual "
                        "directory")
     root = pathlib.Path(manual_dir).expanduser().resolve()
     inputs = _manual_inputs(root, config.splits)
@@ -461,7 +854,8 @@ def input_fingerprint(config: Hha300Config | str, manual_dir: str | os.PathLike 
     summary = {"preset": config.preset, "generator_version": synthetic.GENERATOR_VERSION,
                "videos": preset.num_train + preset.num_test}
   body = {"format": _FINGERPRINT_FORMAT, "config": config.name,
-          "version": str(version or Hha300.VERSION), "source": config.source,
+          "version": str(version or _builder_class(dataset).VERSION),
+          "source": config.source,
           "inputs": inputs}
   body = json.loads(_canonical(body))   # tuples -> lists, as a stored copy reads back
   digest = hashlib.sha256(_canonical(body).encode()).hexdigest()
@@ -586,12 +980,12 @@ class BuildResult:
     changes: for "rebuilt", what differed (as printed to stderr); empty otherwise.
   """
 
-  builder: Hha300
+  builder: LayoutBuilder
   action: str
   changes: tuple[str, ...] = ()
 
 
-def _resolve_manual_dir(builder: Hha300, manual_dir: str | None,
+def _resolve_manual_dir(builder: LayoutBuilder, manual_dir: str | None,
                         stored: dict | None) -> pathlib.Path:
   """The folder a manual config reads: `manual_dir`, or else TFDS's default.
 
@@ -610,12 +1004,13 @@ def _resolve_manual_dir(builder: Hha300, manual_dir: str | None,
   return pathlib.Path(recorded)
 
 
-def _check_manual_dir(root: pathlib.Path, config: Hha300Config, structure: bool) -> None:
+def _check_manual_dir(root: pathlib.Path, builder: LayoutBuilder,
+                      structure: bool) -> None:
   """Fails early on a manual directory that cannot be built from.
 
   Args:
     root: the folder.
-    config: the manual config.
+    builder: the builder of a manual config.
     structure: also check the layout (headers only, not the values), as done before
       a prepared copy is deleted, so unusable new inputs leave the old copy in place.
 
@@ -626,46 +1021,47 @@ def _check_manual_dir(root: pathlib.Path, config: Hha300Config, structure: bool)
     raise layout.LayoutError(f"manual directory {root} does not exist (or is not a "
                              "directory)")
   if structure:
-    splits = config.splits or layout.list_splits(root)
-    layout.validate_manual_dir(root, splits, num_classes=NUM_CLASSES,
-                               check_values=False)
+    splits = builder.builder_config.splits or layout.list_splits(root)
+    builder.validate_layout(root, splits, check_values=False)
 
 
 def ensure_built(config_name: str, data_dir: str | None = None,
                  manual_dir: str | None = None, *,
-                 on_change: str = "rebuild") -> BuildResult:
-  """Makes sure `hha300/<config_name>` is built from the current inputs.
+                 on_change: str = "rebuild", dataset: str = _NAME) -> BuildResult:
+  """Makes sure `<dataset>/<config_name>` is built from the current inputs.
 
   A prepared copy is reused only if its stored fingerprint matches the inputs now (see
   the module docstring); otherwise it is rebuilt, or `StaleBuildError` is raised.
 
   Args:
-    config_name: "features", "handwash", "synthetic" or "synthetic_small".
+    config_name: a config of `dataset` (see `make_builder`).
     data_dir: TFDS data directory (TFDS's default, ~/tensorflow_datasets, if None).
-    manual_dir: the manual directory; only for "features" and "handwash" (default:
-      TFDS's `<data_dir>/downloads/manual`, or, when that is absent or empty, the
-      folder a prepared copy was built from).
+    manual_dir: the manual directory; only for the manual configs (all but hha300's
+      synthetic ones; default: TFDS's `<data_dir>/downloads/manual`, or, when that is
+      absent or empty, the folder a prepared copy was built from).
     on_change: for a prepared copy made from other inputs: "rebuild" (delete it and
       build again, printing one line to stderr naming what changed) or "error".
+    dataset: "hha300" (default) or "action_segmentation".
 
   Returns:
     A `BuildResult`: the prepared builder and whether it was reused, built or rebuilt.
 
   Raises:
-    ValueError: unknown config or `on_change`, or `manual_dir` given for a synthetic
-      config.
+    ValueError: unknown data set, config or `on_change`, or `manual_dir` given for a
+      synthetic config.
     StaleBuildError: `on_change="error"` and the prepared copy is stale.
     hhjax.data.layout.LayoutError: the manual directory is absent or invalid (a
       prepared copy is then kept as it was).
   """
   if on_change not in ON_CHANGE:
     raise ValueError(f"on_change must be one of {ON_CHANGE}, got {on_change!r}")
-  builder = make_builder(config_name, data_dir)
+  builder = make_builder(config_name, data_dir, dataset)
   config = builder.builder_config
   manual = config.source == "manual"
   if manual_dir is not None and not manual:
-    raise ValueError(f"manual_dir applies only to the manual configs (features, "
-                     f"handwash), not to hha300/{config_name}")
+    manual_names = [c.name for c in type(builder).BUILDER_CONFIGS if c.source == "manual"]
+    raise ValueError(f"manual_dir applies only to the manual configs "
+                     f"({', '.join(manual_names)}), not to {dataset}/{config_name}")
   prepared = builder.is_prepared()
   stored, unreadable = None, None
   if prepared:
@@ -676,35 +1072,38 @@ def ensure_built(config_name: str, data_dir: str | None = None,
   root = _resolve_manual_dir(builder, manual_dir, stored) if manual else None
   changes: tuple[str, ...] = ()
   if prepared:
-    current = input_fingerprint(config, root, version=builder.version)
+    current = input_fingerprint(config, root, version=builder.version, dataset=dataset)
     changes = (unreadable,) if unreadable else tuple(describe_changes(stored, current))
     if not changes:
       return BuildResult(builder, "reused")
     if on_change == "error":
-      raise StaleBuildError(config_name, str(builder.data_dir), changes)
-    print(f"{_NAME}/{config_name}: {'; '.join(changes)} - rebuilding", file=sys.stderr)
+      raise StaleBuildError(config_name, str(builder.data_dir), changes, dataset)
+    print(f"{dataset}/{config_name}: {'; '.join(changes)} - rebuilding", file=sys.stderr)
   if manual:
-    _check_manual_dir(root, config, structure=prepared)
+    _check_manual_dir(root, builder, structure=prepared)
   if prepared:
     shutil.rmtree(os.fspath(builder.data_dir))
-    builder = make_builder(config_name, data_dir)   # forget the deleted copy's info
+    # Forget the deleted copy's info.
+    builder = make_builder(config_name, data_dir, dataset)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=os.fspath(root) if root is not None else None))
   return BuildResult(builder, "rebuilt" if prepared else "built", changes)
 
 
 def build(config_name: str, data_dir: str | None = None,
-          manual_dir: str | None = None, *, on_change: str = "rebuild") -> Hha300:
-  """Builds `hha300/<config_name>` unless a copy of the current inputs is there.
+          manual_dir: str | None = None, *, on_change: str = "rebuild",
+          dataset: str = _NAME) -> LayoutBuilder:
+  """Builds `<dataset>/<config_name>` unless a copy of the current inputs is there.
 
   See `ensure_built`, which also says whether the copy was reused, built or rebuilt.
 
   Args:
-    config_name: "features", "handwash", "synthetic" or "synthetic_small".
+    config_name: a config of `dataset` (see `make_builder`).
     data_dir: TFDS data directory (TFDS's default, ~/tensorflow_datasets, if None).
-    manual_dir: the manual directory; only for "features" and "handwash".
+    manual_dir: the manual directory; only for the manual configs.
     on_change: "rebuild" (default) or "error" (raise `StaleBuildError`) when the
       prepared copy was made from other inputs.
+    dataset: "hha300" (default) or "action_segmentation".
 
   Returns:
     The prepared builder; `builder.data_dir` is where the files are.
@@ -714,25 +1113,30 @@ def build(config_name: str, data_dir: str | None = None,
     StaleBuildError: `on_change="error"` and the prepared copy is stale.
     hhjax.data.layout.LayoutError: the manual directory is absent or invalid.
   """
-  return ensure_built(config_name, data_dir, manual_dir, on_change=on_change).builder
+  return ensure_built(config_name, data_dir, manual_dir, on_change=on_change,
+                      dataset=dataset).builder
 
 
 def load_source(config_name: str, split: str, data_dir: str | None = None,
-                manual_dir: str | None = None, *, on_change: str = "rebuild"):
+                manual_dir: str | None = None, *, on_change: str = "rebuild",
+                dataset: str = _NAME):
   """Random-access source for one split, building the data set first if needed.
 
   Args:
-    config_name: "features", "handwash", "synthetic" or "synthetic_small".
+    config_name: a config of `dataset` (see `make_builder`).
     split: "train" or "test" (or any TFDS split expression, e.g. "train[:10]" or
-      "fold1+fold2").
+      "fold1+fold2"); for "action_segmentation" a split name such as
+      "train_split1" (or its bundle name, "train.split1"), see `resolve_split`.
     data_dir: TFDS data directory (TFDS's default if None).
-    manual_dir: the manual directory, for "features" and "handwash".
+    manual_dir: the manual directory, for the manual configs.
     on_change: as for `build`: "rebuild" (default) or "error" when the prepared copy
       was made from other inputs.
+    dataset: "hha300" (default) or "action_segmentation".
 
   Returns:
     A `tfds.data_source`-style source: `len(source)`, `source[i]` -> example dict of
     numpy values (see the module docstring).
   """
-  return build(config_name, data_dir, manual_dir,
-               on_change=on_change).as_data_source(split=split)
+  builder = build(config_name, data_dir, manual_dir, on_change=on_change,
+                  dataset=dataset)
+  return builder.as_data_source(split=resolve_split(builder, split))

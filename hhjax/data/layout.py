@@ -1,18 +1,23 @@
-"""Reading and checking the HHA300 manual directory (MS-TCN layout plus scores).
+"""Reading and checking a manual directory in the MS-TCN layout (plus HHA300's scores).
 
-HHA300 is not public, so its TFDS builder reads a folder laid out like the MS-TCN
-action-segmentation data sets (GTEA, 50Salads, Breakfast), with one extra file for the
-assessment labels:
+The MS-TCN action-segmentation releases (GTEA, 50Salads, Breakfast) and HHA300 share one
+folder layout; HHA300, which is not public, adds a file for its assessment labels:
 
 ```
 <manual_dir>/
-  mapping.txt                 "<index> <class name>" per line; index 0 = background
+  mapping.txt                 "<index> <class name>" per line, indices 0..K-1
   groundTruth/<video>.txt     one class name per frame
   features/<video>.npy        (D, T) float array, MS-TCN convention (a column per frame)
   splits/<split>.bundle       video ids, one per line (a ".txt" suffix is dropped)
   scores.csv                  header `video,score,step1,...,step6` (NE/EN/ES), optional
                               `step1_score,...,step6_score` (floats; empty cell = unknown)
 ```
+
+HHA300 requires scores.csv and seven classes (index 0 = background, 1..6 = the WHO
+steps). The public data sets have no scores.csv (`require_scores=False`): their
+examples get score 0, attributes 0 and step scores `MISSING_STEP_SCORE`, and any class
+count. A bundle name may hold dots, as MS-TCN's `train.split1` / `test.split1`; the
+bundles of one cross-validation split must not share a video (see `split_groups`).
 
 The synthetic generator (`hhjax.data.synthetic`) writes the same layout, so synthetic and
 real data go through this one module.
@@ -26,6 +31,7 @@ Entry points:
 * `validate_manual_dir`: checks a whole folder up front and summarises it.
 * `iter_examples`: yields `(video_id, example)` for one split, in bundle order.
 * `read_mapping`, `read_scores`, `read_split`, `load_video`: the single-file readers.
+* `list_splits`, `split_groups`: the bundles of a folder, and which must be disjoint.
 
 An example is a dict of numpy values:
 
@@ -38,6 +44,10 @@ An example is a dict of numpy values:
 | `attributes`  | (6,) i32     | per step: 0 NE (not done), 1 EN (not to standard), 2 ES |
 | `step_scores` | (6,) f32     | per step score, -1 where unknown                    |
 | `num_frames`  | () i32       | T                                                   |
+
+The six of `attributes` and `step_scores` are HHA300's six WHO steps. Without a
+scores.csv, examples keep those shapes so one pipeline reads both kinds of folder:
+score 0, attributes 0 and step scores -1 (unknown).
 """
 
 from __future__ import annotations
@@ -124,6 +134,8 @@ class LayoutSummary:
     splits: split name -> video ids, in bundle order.
     feature_dim: D, shared by every feature file of the checked splits.
     num_frames: video id -> T, for every video of the checked splits.
+    has_scores: whether the folder has a scores.csv (with a row for every video of the
+      checked splits).
   """
 
   root: pathlib.Path
@@ -131,6 +143,7 @@ class LayoutSummary:
   splits: Mapping[str, tuple[str, ...]]
   feature_dim: int
   num_frames: Mapping[str, int]
+  has_scores: bool = True
 
 
 def _lines_text(lines: Sequence[int]) -> str:
@@ -547,9 +560,32 @@ class _Scan:
   num_frames: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
+def split_groups(splits: Sequence[str]) -> list[tuple[str, ...]]:
+  """Groups bundle names into the sets whose videos must not overlap.
+
+  A name with a dot belongs to the group of what follows its first dot, as MS-TCN's
+  `train.split1` and `test.split1` (group `split1`): a video may sit in
+  `train.split1` and `test.split2`, not in both halves of split 1. Names without a
+  dot (`train`, `test`, `fold0`, ...) form one group.
+
+  Returns:
+    The groups, each in the given order, groups ordered by their first member.
+  """
+  groups: dict[str, list[str]] = {}
+  for name in splits:
+    key = name.split(".", 1)[1] if "." in name else ""
+    groups.setdefault(key, []).append(name)
+  return [tuple(g) for g in groups.values()]
+
+
 def _scan(manual_dir: PathLike, splits: Sequence[str], num_classes: int | None,
-          check_values: bool) -> tuple[_Scan, list[str]]:
-  """Reads and checks a manual directory, collecting every problem it can find."""
+          check_values: bool, require_scores: bool = True
+          ) -> tuple[_Scan, list[str]]:
+  """Reads and checks a manual directory, collecting every problem it can find.
+
+  scores.csv is read when present; `require_scores` makes its absence a problem.
+  Bundles of one `split_groups` group must not share a video.
+  """
   root = pathlib.Path(manual_dir)
   if not root.is_dir():
     raise LayoutError(f"manual directory {root} does not exist (or is not a directory)")
@@ -557,7 +593,7 @@ def _scan(manual_dir: PathLike, splits: Sequence[str], num_classes: int | None,
   problems: list[str] = []
 
   # Files that every layout has: report all that are missing at once.
-  needed = [root / MAPPING_FILE, root / SCORES_FILE]
+  needed = [root / MAPPING_FILE] + ([root / SCORES_FILE] if require_scores else [])
   needed += [_split_path(root, s) for s in splits]
   problems.extend(f"{p}: file not found" for p in needed if not p.is_file())
   for sub in (FEATURES_DIR, GROUND_TRUTH_DIR):
@@ -593,15 +629,19 @@ def _scan(manual_dir: PathLike, splits: Sequence[str], num_classes: int | None,
         scan.splits[split], split_problems = parsed
         problems.extend(split_problems)
 
-  # A video belongs to one split only, and every listed video needs scores.
-  owner: dict[str, str] = {}
-  for split, videos in scan.splits.items():
-    for video in videos:
-      if video in owner:
-        problems.append(f"video {video!r} is in both {_split_path(root, owner[video])} "
-                        f"and {_split_path(root, split)}")
-      else:
-        owner[video] = split
+  # Within a group a video belongs to one split only, and every listed video needs
+  # scores when there are scores.
+  for group in split_groups([s for s in splits if s in scan.splits]):
+    owner: dict[str, str] = {}
+    for split in group:
+      for video in scan.splits[split]:
+        if video in owner:
+          problems.append(f"video {video!r} is in both "
+                          f"{_split_path(root, owner[video])} and "
+                          f"{_split_path(root, split)}")
+        else:
+          owner[video] = split
+  listed = dict.fromkeys(v for videos in scan.splits.values() for v in videos)
   if scored is not None:
     for split, videos in scan.splits.items():
       unscored = [v for v in videos if v not in scored]
@@ -612,7 +652,7 @@ def _scan(manual_dir: PathLike, splits: Sequence[str], num_classes: int | None,
   # Per-video files. A missing directory was reported once above, not per video.
   dirs_present = all((root / sub).is_dir() for sub in (FEATURES_DIR, GROUND_TRUTH_DIR))
   if dirs_present:
-    for video in owner:
+    for video in listed:
       if scan.class_index is None:
         # Without a mapping the labels cannot be checked; still list missing files.
         problems.extend(f"{p}: file not found (video {video!r})"
@@ -653,7 +693,8 @@ def list_splits(manual_dir: PathLike) -> tuple[str, ...]:
 
 def validate_manual_dir(manual_dir: PathLike, splits: Sequence[str] = DEFAULT_SPLITS,
                         *, num_classes: int | None = None,
-                        check_values: bool = True) -> LayoutSummary:
+                        check_values: bool = True,
+                        require_scores: bool = True) -> LayoutSummary:
   """Checks a whole manual directory up front.
 
   Reads mapping.txt, scores.csv, the split bundles and every listed video's two files,
@@ -661,10 +702,14 @@ def validate_manual_dir(manual_dir: PathLike, splits: Sequence[str] = DEFAULT_SP
 
   Args:
     manual_dir: the manual directory.
-    splits: the splits whose bundles (and videos) to check.
+    splits: the splits whose bundles (and videos) to check. Bundles of one
+      `split_groups` group (all names without a dot; `train.splitK` with
+      `test.splitK`) must not share a video.
     num_classes: if set, mapping.txt must list exactly this many classes.
     check_values: also load every feature file to look for NaN/inf (otherwise only the
       .npy headers are read, which is much faster).
+    require_scores: scores.csv must exist (HHA300). Either way a scores.csv that is
+      there is checked and must have a row for every listed video.
 
   Returns:
     A `LayoutSummary` of the folder.
@@ -672,7 +717,7 @@ def validate_manual_dir(manual_dir: PathLike, splits: Sequence[str] = DEFAULT_SP
   Raises:
     LayoutError: listing every problem found.
   """
-  scan, problems = _scan(manual_dir, splits, num_classes, check_values)
+  scan, problems = _scan(manual_dir, splits, num_classes, check_values, require_scores)
   if problems:
     raise LayoutError(problems, where=scan.root)
   return LayoutSummary(
@@ -680,11 +725,13 @@ def validate_manual_dir(manual_dir: PathLike, splits: Sequence[str] = DEFAULT_SP
       class_names=tuple(scan.class_index),
       splits={s: tuple(v) for s, v in scan.splits.items()},
       feature_dim=next(iter(scan.feature_dims.values())),
-      num_frames=dict(scan.num_frames))
+      num_frames=dict(scan.num_frames),
+      has_scores=scan.scores is not None)
 
 
 def iter_examples(manual_dir: PathLike, split: str, *,
-                  num_classes: int | None = None) -> Iterator[tuple[str, dict]]:
+                  num_classes: int | None = None,
+                  require_scores: bool = True) -> Iterator[tuple[str, dict]]:
   """Yields the examples of one split.
 
   Everything but the feature values is checked before the first example (mapping,
@@ -696,6 +743,8 @@ def iter_examples(manual_dir: PathLike, split: str, *,
     manual_dir: the manual directory.
     split: split name (`splits/<split>.bundle`).
     num_classes: if set, mapping.txt must list exactly this many classes.
+    require_scores: scores.csv must exist. Without one (allowed when False) every
+      example gets score 0, attributes 0 and step scores `MISSING_STEP_SCORE`.
 
   Yields:
     `(video_id, example)` in bundle order; see the module docstring for the example.
@@ -703,13 +752,19 @@ def iter_examples(manual_dir: PathLike, split: str, *,
   Raises:
     LayoutError: naming every problem found.
   """
-  scan, problems = _scan(manual_dir, (split,), num_classes, check_values=False)
+  scan, problems = _scan(manual_dir, (split,), num_classes, check_values=False,
+                         require_scores=require_scores)
   if problems:
     raise LayoutError(problems, where=scan.root)
   for video in scan.splits[split]:
     example = load_video(scan.root, video, scan.class_index)
-    row = scan.scores[video]
-    example["score"] = np.float32(row.score)
-    example["attributes"] = row.attributes.copy()
-    example["step_scores"] = row.step_scores.copy()
+    if scan.scores is None:   # no scores.csv (allowed only without require_scores)
+      example["score"] = np.float32(0.0)
+      example["attributes"] = np.zeros(NUM_STEPS, np.int32)
+      example["step_scores"] = np.full(NUM_STEPS, MISSING_STEP_SCORE, np.float32)
+    else:
+      row = scan.scores[video]
+      example["score"] = np.float32(row.score)
+      example["attributes"] = row.attributes.copy()
+      example["step_scores"] = row.step_scores.copy()
     yield video, example
