@@ -39,13 +39,30 @@ def table(rows: list[tuple[str, dict]], title: str = "") -> str:
   return "\n".join(lines)
 
 
+SEGMENTER_NAMES = dict(conv_transformer="joint model", mstcn="MS-TCN", mstcn_pp="MS-TCN++",
+                       asrf="ASRF", bcn="BCN", asformer="ASFormer",
+                       causal_conv_transformer="causal joint model")
+VIDEO_POOL_NAMES = dict(mean="average pooling + MLP", max="max pooling + MLP",
+                        lstm="LSTM")
+
+
 def model_name(config) -> str:
+  """A row name for the results table, e.g. 'MS-TCN + MLP scorer' or
+  'joint model (linear attention, KAS)'."""
   m = config.model
-  scorer = ("KAS" + ("" if m.learnable_sigmoid else " fixed-sigmoid")
-            if m.scorer == "kas" else "MLP scorer")
+  segmenter = m.get("segmenter", "conv_transformer")
   if m.scoring == "video":
-    scorer = "whole-video scorer"
-  return f"joint model ({m.attention} attention, {scorer})"
+    scorer = "whole-video " + VIDEO_POOL_NAMES.get(m.get("video_pool", "mean"), "MLP")
+  elif m.scorer == "kas":
+    scorer = "KAS" + ("" if m.learnable_sigmoid else " fixed-sigmoid")
+  else:
+    scorer = "MLP scorer"
+  if segmenter == "none":
+    return f"video-level regressor ({VIDEO_POOL_NAMES.get(m.video_pool, m.video_pool)})"
+  name = SEGMENTER_NAMES.get(segmenter, segmenter)
+  if segmenter in ("conv_transformer", "causal_conv_transformer"):
+    return f"{name} ({m.attention} attention, {scorer})"
+  return f"{name} + {scorer}"
 
 
 def write_predictions(path: str | pathlib.Path, results: list[dict]) -> None:
