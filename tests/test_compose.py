@@ -544,3 +544,37 @@ def test_wholeclip_command(tmp_path, capsys):
   assert "missing_clip.mp4" in capsys.readouterr().err
   assert compose.main(argv[:-4] + ["--overwrite", "--people", "999"]) == 1
   assert "999" in capsys.readouterr().err
+
+
+def test_wholeclip_bundles_follow_the_folds(fake, tmp_path):
+  clips, features, washes = fake
+  out = tmp_path / "composed"
+  splits = compose.write_layout(out, washes, folds=3)
+  # A stand-in whole-clip layout: features and labels for people a and c only.
+  whole = tmp_path / "whole"
+  for sub in (layout.FEATURES_DIR, layout.GROUND_TRUTH_DIR):
+    (whole / sub).mkdir(parents=True)
+  header = (out / layout.SCORES_FILE).read_text().splitlines()[0]
+  rows = [header]
+  for person, length in (("a", 7), ("c", 5)):
+    name = f"{person}_wash_whole"
+    np.save(whole / layout.FEATURES_DIR / f"{name}.npy",
+            np.full((D, length), 9.0, np.float32))
+    (whole / layout.GROUND_TRUTH_DIR / f"{name}.txt").write_text(
+        "\n".join([CLASS_NAMES[1]] * length) + "\n")
+    rows.append(f"{name},1," + ",".join(["ES"] + ["NE"] * 5))
+  (whole / layout.SCORES_FILE).write_text("\n".join(rows) + "\n")
+  bundles = compose.add_wholeclip_bundles(out, whole, splits)
+  for fold, videos in splits.items():
+    people = {v.rsplit("_wash", 1)[0] for v in videos}
+    want = sorted(f"{p}_wash_whole" for p in people & {"a", "c"})
+    got = bundles.get("whole" + fold[len("fold"):], [])
+    assert got == want
+  # The layout now validates with every bundle, and the whole-clip rows read back.
+  summary = layout.validate_manual_dir(out, layout.list_splits(out))
+  assert summary.num_frames["a_wash_whole"] == 7
+  assert layout.read_scores(out / layout.SCORES_FILE)["c_wash_whole"].score == 1.0
+  # A whole-clip wash without features is named.
+  (whole / layout.FEATURES_DIR / "a_wash_whole.npy").unlink()
+  with pytest.raises(compose.ClipsError, match="a_wash_whole.npy"):
+    compose.add_wholeclip_bundles(tmp_path / "composed", whole, splits)

@@ -872,9 +872,76 @@ def _parser():
   p.add_argument("--people", help="--videos: comma-separated ids to write (default all)")
   p.add_argument("--max-frames", type=int,
                  help="--videos: use only the first N frames of each clip (quick checks)")
+  p.add_argument("--wholeclip",
+                 help="--features with --folds: also add the whole-clip washes of this "
+                      "folder (written with --videos, features extracted into it) as "
+                      "bundles whole<k>, each holding fold k's people, for evaluation")
   p.add_argument("--overwrite", action="store_true",
                  help="replace the layout files already in --out (and its tfds/ build)")
   return p
+
+
+WHOLECLIP_PREFIX = "whole"
+
+
+def add_wholeclip_bundles(composed_dir: PathLike, wholeclip_dir: PathLike,
+                          fold_videos: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+  """Copies whole-clip washes into a composed layout, one bundle per fold.
+
+  `whole<k>` holds the whole-clip washes of the people of `fold<k>`, so a model trained
+  without fold k can be tested on those people's real-length washes too
+  (`--config.dataset.eval_split=whole<k>`, or `hhjax.evaluate --split whole<k>`).
+
+  Args:
+    composed_dir: the layout written by `write_layout` (fold bundles).
+    wholeclip_dir: the layout written by `write_wholeclip_layout`, with `features/`
+      added by the extractor.
+    fold_videos: fold split name -> its composed washes (what `write_layout` returned).
+
+  Returns:
+    Bundle name -> whole-clip wash names.
+
+  Raises:
+    ClipsError: a whole-clip wash lacks its features or labels, or the two layouts
+      disagree on the feature size or the scores header.
+  """
+  import shutil  # noqa: PLC0415
+  out, src = pathlib.Path(composed_dir), pathlib.Path(wholeclip_dir)
+  rows = (src / layout.SCORES_FILE).read_text().splitlines()
+  ours = (out / layout.SCORES_FILE).read_text().splitlines()
+  if not rows or rows[0].strip() != ours[0].strip():
+    raise ClipsError(f"{src / layout.SCORES_FILE}: header differs from "
+                     f"{out / layout.SCORES_FILE}")
+  by_name = {line.split(",")[0]: line for line in rows[1:] if line.strip()}
+  bundles: dict[str, list[str]] = {}
+  for split, videos in fold_videos.items():
+    if not split.startswith("fold"):
+      continue
+    people = sorted({v.rsplit("_wash", 1)[0] for v in videos})
+    names = [f"{p}_wash_whole" for p in people if f"{p}_wash_whole" in by_name]
+    for name in names:
+      feats = src / layout.FEATURES_DIR / f"{name}.npy"
+      truth = src / layout.GROUND_TRUTH_DIR / f"{name}.txt"
+      for path in (feats, truth):
+        if not path.is_file():
+          raise ClipsError(f"{path}: missing (extract the whole-clip videos' features "
+                           f"into {src} first)")
+      d = np.load(feats, mmap_mode="r").shape[0]
+      ref = np.load(next((out / layout.FEATURES_DIR).glob("*.npy")), mmap_mode="r").shape[0]
+      if d != ref:
+        raise ClipsError(f"{feats}: D={d}, but the composed washes have D={ref}")
+      shutil.copyfile(feats, out / layout.FEATURES_DIR / feats.name)
+      shutil.copyfile(truth, out / layout.GROUND_TRUTH_DIR / truth.name)
+    bundle = WHOLECLIP_PREFIX + split[len("fold"):]
+    if names:
+      (out / layout.SPLITS_DIR / f"{bundle}{layout.BUNDLE_SUFFIX}").write_text(
+          "".join(n + "\n" for n in names))
+      bundles[bundle] = names
+  with (out / layout.SCORES_FILE).open("a") as f:
+    for names in bundles.values():
+      for name in names:
+        f.write(by_name[name] + "\n")
+  return bundles
 
 
 def _seconds(frames: Sequence[int], fps: float = 30.0) -> str:
@@ -891,6 +958,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   if args.videos is None and (args.people is not None or args.max_frames is not None):
     parser.error("--people and --max-frames apply to --videos only")
+  if args.wholeclip and args.features is None:
+    parser.error("--wholeclip goes with --features")
   out = pathlib.Path(args.out)
   written = [out / name for name in (layout.GROUND_TRUTH_DIR, layout.FEATURES_DIR,
                                      layout.SPLITS_DIR, layout.MAPPING_FILE,
@@ -922,6 +991,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       splits = write_layout(out, washes, test_people=args.test_people.split(","))
     else:
       splits = write_layout(out, washes, folds=args.folds)
+    whole = {}
+    if args.wholeclip:
+      if args.test_people:
+        raise ClipsError("--wholeclip goes with --folds, not --test-people")
+      whole = add_wholeclip_bundles(out, args.wholeclip, splits)
   except (ClipsError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
@@ -939,6 +1013,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   for split, videos in splits.items():
     people = sorted({person[v] for v in videos})
     print(f"  {split}: {len(videos)} washes of people {', '.join(people)}")
+  for bundle, names in whole.items():
+    print(f"  {bundle}: whole-clip washes {', '.join(names)}")
   return 0
 
 
