@@ -37,7 +37,11 @@ seed the next).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -56,6 +60,7 @@ __all__ = [
   "frame_vector",
   "hand_vector",
   "presence",
+  "quiet_native_logs",
   "require_mediapipe",
 ]
 
@@ -96,6 +101,56 @@ def require_mediapipe():
   except (ImportError, AttributeError) as e:
     raise ImportError(f"{INSTALL_HINT} ({type(e).__name__}: {e})") from e
   return mediapipe
+
+
+# Lines MediaPipe 0.10.14's C++ side writes to stderr whenever a hand graph starts: the
+# TFLite delegate's notice, absl's note that logging was not initialised, and one
+# "Feedback manager" warning per model. All harmless; GLOG_minloglevel and
+# TF_CPP_MIN_LOG_LEVEL do not reach them in this version.
+NATIVE_NOISE = (
+  re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate"),
+  re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called"),
+  re.compile(r"^[IW]\d{4} [\d:.]+\s+\d+ inference_feedback_manager\.cc:\d+\] "
+             r"Feedback manager requires"),
+)
+
+
+@contextlib.contextmanager
+def quiet_native_logs(noise=NATIVE_NOISE):
+  """Drops MediaPipe's known start-up lines from stderr while the block runs.
+
+  Native code writes to file descriptor 2 directly, past Python's `sys.stderr`, so the
+  descriptor itself is pointed at a temporary file for the block; afterwards every
+  line that matches none of `noise` (regular expressions) is written to the real
+  stderr, in order, so real errors and anything else printed meanwhile still show.
+  Where descriptor 2 cannot be redirected, the block runs unfiltered.
+  """
+  try:
+    sys.stderr.flush()
+  except (AttributeError, ValueError, OSError):
+    pass
+  try:
+    saved = os.dup(2)
+  except OSError:
+    yield
+    return
+  with tempfile.TemporaryFile() as capture:
+    os.dup2(capture.fileno(), 2)
+    try:
+      yield
+    finally:
+      try:
+        sys.stderr.flush()
+      except (AttributeError, ValueError, OSError):
+        pass
+      os.dup2(saved, 2)
+      os.close(saved)
+      capture.seek(0)
+      text = capture.read().decode("utf-8", errors="replace")
+      kept = [line for line in text.splitlines(keepends=True)
+              if not any(p.search(line) for p in noise)]
+      if kept:
+        os.write(2, "".join(kept).encode("utf-8"))
 
 
 def hand_vector(landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -204,18 +259,23 @@ class HandPoseExtractor:
     A fresh tracker runs per call, so nothing carries over between videos.
     """
     columns = []
-    with self._new_graph() as graph:
-      for chunk in chunks:
-        chunk = np.asarray(chunk)
-        if chunk.ndim != 4 or chunk.shape[-1] != 3 or chunk.dtype != np.uint8:
-          raise ValueError(f"expected (n, H, W, 3) uint8 frames, got {chunk.shape} "
-                           f"{chunk.dtype}")
-        height, width = chunk.shape[1:3]
-        for frame in chunk:
-          result = graph.process(np.ascontiguousarray(frame))
-          columns.append(frame_vector(_hands_of(result), width, height))
-          if on_frame is not None:
-            on_frame()
+    # The graph's threads log their start-up at any moment from its creation to the
+    # end of the first frame: stderr is filtered over that whole stretch.
+    with contextlib.ExitStack() as start_up:
+      start_up.enter_context(quiet_native_logs())
+      with self._new_graph() as graph:
+        for chunk in chunks:
+          chunk = np.asarray(chunk)
+          if chunk.ndim != 4 or chunk.shape[-1] != 3 or chunk.dtype != np.uint8:
+            raise ValueError(f"expected (n, H, W, 3) uint8 frames, got {chunk.shape} "
+                             f"{chunk.dtype}")
+          height, width = chunk.shape[1:3]
+          for frame in chunk:
+            result = graph.process(np.ascontiguousarray(frame))
+            start_up.close()   # started: stderr as it was (idempotent)
+            columns.append(frame_vector(_hands_of(result), width, height))
+            if on_frame is not None:
+              on_frame()
     if not columns:
       raise ValueError("no frames")
     return np.stack(columns, axis=1)
