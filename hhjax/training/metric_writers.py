@@ -36,11 +36,27 @@ class JsonlWriter:
 
   def truncate_after(self, step: int) -> int:
     """Drops every line logged after `step` (a crashed run's lines past its last
-    checkpoint); returns how many were dropped."""
+    checkpoint), and a last line torn by a kill mid-write; returns how many were
+    dropped.
+
+    Raises:
+      ValueError: a line before the last is not a metrics line (naming the file and
+        line).
+    """
     if not self.enabled or not self.path.exists():
       return 0
     lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    kept = []
+    for number, line in enumerate(lines, 1):
+      try:
+        logged = json.loads(line)["step"]
+      except (ValueError, KeyError, TypeError) as e:
+        if number == len(lines):   # torn by a kill mid-write: past any checkpoint
+          continue
+        raise ValueError(f"{self.path}, line {number}: not a metrics line ({e}): "
+                         f"{line[:80]!r}") from e
+      if logged <= step:
+        kept.append(line)
     if len(kept) != len(lines):
       tmp = self.path.with_suffix(".jsonl.tmp")
       tmp.write_text("".join(line + "\n" for line in kept))
