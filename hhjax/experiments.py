@@ -426,7 +426,10 @@ def judge_claim(claim: tuple, rows: list[dict]) -> dict:
       ok = margin > 0
     holds &= bool(ok)
     fmt = "{:+.3f}" if metric == "spearman" else "{:+.2f}"
-    noise = " (within the seeds' spread)" if abs(margin) <= spread else ""
+    if not (math.isfinite(sd) or math.isfinite(o_sd)):
+      noise = " (one seed: no spread to judge it by)"
+    else:
+      noise = " (within the seeds' spread)" if abs(margin) <= spread else ""
     details.append(f"{'vs ' + other['name']}: {fmt.format(margin)}{noise}")
   return dict(text=text, verdict="holds" if holds else "does not hold",
               detail="; ".join(details))
