@@ -4,6 +4,7 @@ r"""Benchmarks: attention cost against length, model size and FLOPs, training sp
   python -m hhjax.bench model [--length 1048]
   python -m hhjax.bench train [--config configs/hha300_synthetic.py] [--length 400]
   python -m hhjax.bench long [--length 100000]
+  python -m hhjax.bench versus [--lengths 1024 4096]   (against PyTorch; bench_versus.py)
 
 Every subcommand prints the device and the JAX version, then a table (or, with
 `--json`, one JSON object per line: first an `env` record, then one per result).
@@ -738,6 +739,11 @@ def build_parser() -> argparse.ArgumentParser:
                  help="skip the softmax longest-length search")
   p.add_argument("--small", action="store_true", help="a tiny model (quick checks)")
   p.set_defaults(repeats=3)
+
+  from hhjax import bench_versus  # noqa: PLC0415
+  p = sub.add_parser("versus", parents=[common],
+                     help="hhjax vs a PyTorch MS-TCN: train/infer frames/s, memory")
+  bench_versus.add_arguments(p)
   return parser
 
 
@@ -756,6 +762,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   elif args.command == "train":
     rows = run_train(args)
     emit(args, env, rows, TRAIN_COLUMNS)
+  elif args.command == "versus":
+    from hhjax import bench_versus  # noqa: PLC0415
+    if args.json:   # the env record first; each run's record as soon as it ends
+      print(json.dumps(env), flush=True)
+    summary, runs, notes = bench_versus.run(args)
+    if args.json:
+      for r in summary:
+        print(json.dumps(r))
+      for n in notes:
+        print(json.dumps(dict(record="note", text=n)), flush=True)
+    else:
+      emit(args, env, summary, bench_versus.COLUMNS, notes)
+    rows = runs + summary
   else:
     rows = run_long(args)
     emit(args, env, rows, LONG_COLUMNS)

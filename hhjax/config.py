@@ -24,10 +24,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.eval_split = "test"
   config.dataset.streams = "rgb+flow"         # ablation: "rgb", "flow" or both halves
   config.dataset.bucket_size = 256            # pad lengths to multiples of this
+  config.dataset.bucket_policy = "multiple"   # buckets: "multiple"s of bucket_size, or
+                                              # "pow2" (bucket_size x 2^k: fewer shapes
+                                              # to compile, more padding)
   config.dataset.frame_stride = 1             # keep every k-th frame (MS-TCN sample rate)
   config.dataset.standardize = False          # z-score features with the train split's
                                               # mean / std (saved in the workdir)
   config.dataset.num_threads = 2
+  # Hand-pose features only (hhjax.data.augment): "" (off) | "handpose" (mirroring,
+  # camera turns, image jitter, dropped hands) on the training split, and a fixed view
+  # ("" | "rot30_yaw", "rot45_pitch", "mirror", ...) of the evaluation split, to
+  # measure robustness to other cameras.
+  config.dataset.augment = ""
+  config.dataset.eval_view = ""
   config.dataset.score_range = (0.0, 6.0)     # video scores lie in [lo, hi] (checked
                                               # against the data; scales R-l2)
 
@@ -85,6 +94,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.report_baselines = False             # also fit the non-temporal baselines
   config.progress_bar = True
   config.tensorboard = True                   # event files in <workdir>/tensorboard
+  # JAX's persistent compilation cache: "" -> $XDG_CACHE_HOME/hhjax/jax_cache (else
+  # ~/.cache/hhjax/jax_cache); "none" -> hhjax sets up none. A rerun then loads its
+  # compiled steps instead of compiling them again.
+  config.compilation_cache_dir = ""
   # Resuming with a config that differs in a field that would mix two runs (data,
   # model, loss, optimiser, seed, ...) is refused unless this is set.
   config.allow_resume_changes = False
@@ -95,7 +108,15 @@ def get_config() -> ml_collections.ConfigDict:
 RESUME_SAFE_FIELDS = frozenset({
     "num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "report_baselines", "progress_bar", "tensorboard",
-    "allow_resume_changes", "dataset.num_threads", "dataset.data_dir"})
+    "allow_resume_changes", "dataset.num_threads", "dataset.data_dir",
+    # The cache only saves compile time; padding never changes the outputs on real
+    # frames (the networks mask it).
+    "compilation_cache_dir", "dataset.bucket_policy"})
+
+
+# Fields added after runs were saved without them, and the value their absence means:
+# a saved config lacking one resumes as if it held that value.
+ABSENT_MEANS = {"dataset.augment": "", "dataset.eval_view": ""}
 
 
 def _flat(tree, prefix=""):
@@ -120,7 +141,8 @@ def resume_conflicts(saved: dict, new: dict) -> list[str]:
   for key in sorted(set(old_flat) | set(new_flat)):
     if key in safe:
       continue
-    a, b = old_flat.get(key, "<absent>"), new_flat.get(key, "<absent>")
+    a = old_flat.get(key, ABSENT_MEANS.get(key, "<absent>"))
+    b = new_flat.get(key, ABSENT_MEANS.get(key, "<absent>"))
     if a != b:
       out.append(f"{key}: {a!r} -> {b!r}")
   return out
@@ -157,6 +179,10 @@ def check_config(config) -> None:
   if config.dataset.frame_stride < 1:
     raise ValueError(f"config.dataset.frame_stride must be >= 1, got "
                      f"{config.dataset.frame_stride}")
+  pipeline.check_bucket_policy(config.dataset.get("bucket_policy", "multiple"),
+                               config.dataset.bucket_size)
+  from hhjax.data import augment  # noqa: PLC0415
+  augment.check_config(config)
   if config.batch_size % jax.device_count():
     raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
                      f"{jax.device_count()} devices")

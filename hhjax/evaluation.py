@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from hhjax import metrics
-from hhjax.data import pipeline
+from hhjax.data import augment, pipeline, splits
 from hhjax.training import steps
 
 DEFAULT_SCORE_RANGE = (0.0, 6.0)   # a video score is the sum of six step scores in [0, 1]
@@ -29,17 +29,20 @@ def score_range(config) -> tuple[float, float]:
 
 def predict(config, params, p_eval_step, data, mesh,
             stats: pipeline.FeatureStats | None = None) -> list[dict]:
-  """Runs the model over a whole split (inputs standardised with `stats` if given);
-  returns one prediction dict per video (`labels` is None for a model that does not
-  segment)."""
+  """Runs the model over a whole split (seen through `config.dataset.eval_view` if
+  set, then standardised with `stats` if given); returns one prediction dict per video
+  (`labels` is None for a model that does not segment)."""
   stride = config.dataset.frame_stride
   plan = pipeline.BatchPlan(
       tuple(pipeline.strided_length(data.lengths, stride).tolist()), config.batch_size,
-      shuffle=False, drop_remainder=False, bucket_size=config.dataset.bucket_size)
+      shuffle=False, drop_remainder=False, bucket_size=config.dataset.bucket_size,
+      bucket_policy=config.dataset.get("bucket_policy", "multiple"))
   loader = pipeline.make_loader(data.source, plan, streams=config.dataset.streams,
                                 frame_stride=stride, process_index=jax.process_index(),
                                 process_count=jax.process_count(),
-                                num_threads=config.dataset.num_threads, stats=stats)
+                                num_threads=config.dataset.num_threads, stats=stats,
+                                transform=augment.evaluation_transform(
+                                    config, splits.feature_dim(config, data)))
   results = []
   for batch in loader:
     out = steps.to_host(p_eval_step(params, steps.to_device(batch, mesh)))

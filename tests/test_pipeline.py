@@ -162,3 +162,73 @@ def test_standardised_batch_keeps_padding_zero():
 def test_all_streams_keeps_every_row():
   x = np.arange(6, dtype=np.float32)[None]
   np.testing.assert_array_equal(pipeline.select_streams(x, "all"), x)
+
+
+@pytest.mark.parametrize("policy, expected", [
+    ("multiple", {1: 8, 8: 8, 9: 16, 17: 24, 40: 40, 41: 48}),
+    ("pow2", {1: 8, 8: 8, 9: 16, 17: 32, 33: 64, 64: 64, 65: 128})])
+def test_lengths_map_to_their_buckets(policy, expected):
+  for n, padded in expected.items():
+    assert pipeline.bucket_length(n, 8, policy) == padded
+
+
+def test_bad_bucket_policy_or_size_names_the_config_field():
+  with pytest.raises(ValueError, match="config.dataset.bucket_policy"):
+    pipeline.bucket_length(10, 8, "log")
+  with pytest.raises(ValueError, match="config.dataset.bucket_policy"):
+    _plan(bucket_policy="powers")
+  with pytest.raises(ValueError, match="config.dataset.bucket_size"):
+    _plan(bucket_size=0)
+
+
+def test_pow2_bounds_the_number_of_shapes():
+  rng = np.random.default_rng(0)
+  lengths = tuple(int(n) for n in rng.integers(1, 1000, size=300))
+  plans = {p: pipeline.BatchPlan(lengths, batch_size=3, bucket_size=16, num_epochs=4,
+                                 drop_remainder=False, bucket_policy=p)
+           for p in pipeline.BUCKET_POLICIES}
+  shapes = {p: plan.padding().shapes for p, plan in plans.items()}
+  # pow2: 16 x {1, 2, 4, ..., 64} = at most 7 shapes for lengths below 1024.
+  assert pipeline.max_shapes(999, 16, "pow2") == 7
+  assert set(shapes["pow2"]) <= {16 * 2**k for k in range(7)}
+  assert len(shapes["multiple"]) > 7 >= len(shapes["pow2"])
+  assert len(shapes["multiple"]) <= pipeline.max_shapes(999, 16, "multiple") == 63
+  # The price: more padding, but a pow2 batch is never more than half padding (its
+  # longest video exceeds half its bucket, unless it fits the first bucket).
+  pad = {p: plan.padding() for p, plan in plans.items()}
+  assert pad["pow2"].waste > pad["multiple"].waste
+  plan = plans["pow2"]
+  for i in range(len(plan)):
+    indices, padded = plan[i]
+    assert padded == 16 or max(lengths[k] for k in indices) > padded // 2
+
+
+@pytest.mark.parametrize("policy, shapes, padded_frames", [
+    ("multiple", (8, 16, 24, 40), 2 * (8 + 16 + 24 + 40 + 40)),
+    ("pow2", (8, 16, 32, 64), 2 * (8 + 16 + 32 + 64 + 64))])
+def test_padding_waste_by_hand(policy, shapes, padded_frames):
+  # Unshuffled, LENGTHS sort into the batches (3, 5) (9, 12) (17, 21) (28, 33) (38, 40).
+  plan = _plan(shuffle=False, num_epochs=1, bucket_policy=policy)
+  pad = plan.padding()
+  assert pad.real_frames == sum(LENGTHS) == 206
+  assert pad.shapes == shapes and pad.padded_frames == padded_frames
+  assert pad.waste == pytest.approx(1 - 206 / padded_frames)
+
+
+def test_padding_counts_the_filler_rows_of_an_incomplete_batch():
+  # (3, 6) pads to 8 under both policies; (10,) to 12 or 16, with a filler row.
+  for policy, padded in (("multiple", 2 * 8 + 2 * 12), ("pow2", 2 * 8 + 2 * 16)):
+    plan = pipeline.BatchPlan((3, 10, 6), batch_size=2, shuffle=False, bucket_size=4,
+                              drop_remainder=False, bucket_policy=policy)
+    pad = plan.padding()
+    assert (pad.real_frames, pad.padded_frames) == (19, padded)
+    assert pad.waste == pytest.approx(1 - 19 / padded)
+
+
+def test_loader_pads_to_the_policy_bucket():
+  source = _Source((5, 9, 20))
+  plan = pipeline.BatchPlan((5, 9, 20), batch_size=1, shuffle=False, bucket_size=4,
+                            drop_remainder=False, bucket_policy="pow2")
+  got = [b["features"].shape[1] for b in pipeline.make_loader(source, plan)]
+  assert got == [8, 16, 32]
+  assert [int(b["mask"].sum()) for b in pipeline.make_loader(source, plan)] == [5, 9, 20]

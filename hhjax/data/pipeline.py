@@ -6,8 +6,12 @@ Deterministic given a seed, checkpointable, length-bucketed, sharded over proces
   windows of `window_batches` batches, sorted by length inside each window (so a batch
   holds videos of similar length), batched, and the batches shuffled again. The plan is
   a pure function of (seed, epoch, lengths): every process computes the same one.
-* **Padding.** A batch is padded to its longest video rounded up to `bucket_size`
-  frames, so only a few shapes are ever compiled; `mask` marks real frames. An
+* **Padding.** A batch is padded to its longest video rounded up to a bucket, so only a
+  few shapes are ever compiled; `mask` marks real frames. `bucket_policy` says which
+  lengths are buckets: "multiple" (every multiple of `bucket_size`: little padding,
+  but one shape per `bucket_size` frames of the longest video) or "pow2"
+  (`bucket_size` times a power of two: at most log2(longest / bucket_size) + 1 shapes,
+  under half of each batch padding). `BatchPlan.padding` measures the trade-off. An
   incomplete last batch (evaluation) is filled with empty rows of `weight` 0.
 * **Frame stride.** With `frame_stride` k > 1 every k-th frame is kept (MS-TCN's
   sample rate): k times less compute; evaluation maps predictions back to every frame.
@@ -16,6 +20,11 @@ Deterministic given a seed, checkpointable, length-bucketed, sharded over proces
   `jax.make_array_from_process_local_data`.
 * **Checkpointing.** The loader is a grain `MapDataset` turned into an iterator whose
   `get_state()` / `set_state()` hold the position; training saves it with the model.
+* **Transform** (optional). A `transform(features, index, epoch) -> features` hook (e.g.
+  `hhjax.data.augment`'s viewpoint augmentation) changes each video's (T, D) features
+  after the stream selection and before the frame stride and standardising; it gets the
+  example's index in the split and the plan's epoch, so a random draw seeded by those
+  (and a seed) is the same in every run and after a resume.
 * **Standardising** (optional). With `FeatureStats` (each feature's mean and standard
   deviation over the training frames, `feature_stats`) every real frame becomes
   (x - mean) / std; padding stays zero.
@@ -31,11 +40,60 @@ import grain
 import numpy as np
 
 STREAMS = ("rgb+flow", "rgb", "flow", "all")
+BUCKET_POLICIES = ("multiple", "pow2")
 
 
-def bucket_length(n: int, bucket_size: int) -> int:
-  """`n` rounded up to a multiple of `bucket_size` (at least one bucket)."""
-  return max(bucket_size, -(-n // bucket_size) * bucket_size)
+def check_bucket_policy(policy: str, bucket_size: int) -> None:
+  """Raises a ValueError naming the config field unless both are valid."""
+  if policy not in BUCKET_POLICIES:
+    raise ValueError(f"config.dataset.bucket_policy={policy!r}; expected one of "
+                     f"{BUCKET_POLICIES}")
+  if bucket_size < 1:
+    raise ValueError(f"config.dataset.bucket_size must be >= 1, got {bucket_size}")
+
+
+def bucket_length(n: int, bucket_size: int, policy: str = "multiple") -> int:
+  """The padded length of a batch whose longest video has `n` frames.
+
+  "multiple": `n` rounded up to a multiple of `bucket_size`; "pow2": the smallest
+  `bucket_size * 2^k` (k >= 0) that holds `n`. Never less than one bucket.
+  """
+  check_bucket_policy(policy, bucket_size)
+  if policy == "multiple":
+    return max(bucket_size, -(-n // bucket_size) * bucket_size)
+  length = bucket_size
+  while length < n:
+    length *= 2
+  return length
+
+
+def max_shapes(longest: int, bucket_size: int, policy: str = "multiple") -> int:
+  """How many padded lengths videos of up to `longest` frames can produce: the bound
+  on distinct compiled shapes (per batch size)."""
+  top = bucket_length(longest, bucket_size, policy)
+  if policy == "multiple":
+    return top // bucket_size
+  return (top // bucket_size).bit_length()   # bucket_size * 2^k, k = 0 .. log2
+
+
+@dataclasses.dataclass(frozen=True)
+class Padding:
+  """What a plan's padding costs over some epochs.
+
+  Attributes:
+    real_frames: frames of real videos in the batches.
+    padded_frames: frames computed: every row (filler rows too) x the padded length.
+    waste: the share of computed frames that are padding, 1 - real / padded.
+    shapes: the distinct padded lengths, ascending.
+  """
+
+  real_frames: int
+  padded_frames: int
+  shapes: tuple[int, ...]
+
+  @property
+  def waste(self) -> float:
+    return 1.0 - self.real_frames / self.padded_frames if self.padded_frames else 0.0
 
 
 def select_streams(features: np.ndarray, streams: str) -> np.ndarray:
@@ -75,8 +133,10 @@ class BatchPlan(Sequence):
   bucket_size: int = 256
   window_batches: int = 8
   num_epochs: int = 1
+  bucket_policy: str = "multiple"
 
   def __post_init__(self):
+    check_bucket_policy(self.bucket_policy, self.bucket_size)
     if self.batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
     if self.drop_remainder and len(self.lengths) < self.batch_size:
@@ -117,8 +177,27 @@ class BatchPlan(Sequence):
       raise IndexError(i)
     epoch, j = divmod(i, self.batches_per_epoch)
     indices = self.epoch(epoch)[j]
-    padded = bucket_length(max(self.lengths[k] for k in indices), self.bucket_size)
-    return indices, padded
+    return indices, self.padded_length(indices)
+
+  def padded_length(self, indices: Sequence[int]) -> int:
+    """The length a batch of these examples is padded to."""
+    return bucket_length(max(self.lengths[k] for k in indices), self.bucket_size,
+                         self.bucket_policy)
+
+  def padding(self, epochs: Sequence[int] | None = None) -> Padding:
+    """Real vs computed frames and the distinct shapes over `epochs` (default: every
+    epoch of the plan). Every batch counts `batch_size` rows, as the device computes
+    them, filler rows of an incomplete batch included."""
+    epochs = range(self.num_epochs) if epochs is None else epochs
+    real = padded = 0
+    shapes = set()
+    for e in epochs:
+      for indices in self.epoch(e):
+        length = self.padded_length(indices)
+        shapes.add(length)
+        real += sum(self.lengths[k] for k in indices)
+        padded += self.batch_size * length
+    return Padding(real_frames=real, padded_frames=padded, shapes=tuple(sorted(shapes)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,9 +257,11 @@ def feature_stats(source, streams: str = "rgb+flow", min_std: float = 1e-3
 
 def load_batch(source, item, *, batch_size: int, streams: str = "rgb+flow",
                frame_stride: int = 1, process_index: int = 0,
-               process_count: int = 1, stats: FeatureStats | None = None) -> dict:
+               process_count: int = 1, stats: FeatureStats | None = None,
+               transform=None, epoch: int = 0) -> dict:
   """Reads and pads this process's rows of one global batch (standardised with
-  `stats` when given).
+  `stats` when given; each video's features first go through
+  `transform(features, index, epoch)` when given).
 
   Returns NumPy arrays: `features` (b, L, D) float32, `labels` (b, L) int32, `mask`
   (b, L) float32, `score` (b,), `step_scores` (b, 6), `attributes` (b, 6), `weight` (b,)
@@ -213,6 +294,8 @@ def load_batch(source, item, *, batch_size: int, streams: str = "rgb+flow",
     if ex is None:
       continue
     feats = select_streams(np.asarray(ex["features"], np.float32), streams)
+    if transform is not None:
+      feats = np.asarray(transform(feats, i, epoch), np.float32)
     feats = feats[::frame_stride]
     if stats is not None:
       feats = stats.apply(feats)
@@ -232,8 +315,9 @@ def load_batch(source, item, *, batch_size: int, streams: str = "rgb+flow",
 def make_loader(source, plan: BatchPlan, *, streams: str = "rgb+flow",
                 frame_stride: int = 1, process_index: int = 0, process_count: int = 1,
                 num_threads: int = 2, prefetch: int = 2,
-                stats: FeatureStats | None = None) -> grain.IterDataset:
-  """A grain dataset of padded local batches following `plan`.
+                stats: FeatureStats | None = None, transform=None) -> grain.IterDataset:
+  """A grain dataset of padded local batches following `plan` (`transform`: see
+  `load_batch`; it is told the epoch of each batch in the plan).
 
   Iterate it with `iter(...)`; the iterator's `get_state()`/`set_state()` save and
   restore the position (training stores it in its checkpoints).
@@ -242,5 +326,10 @@ def make_loader(source, plan: BatchPlan, *, streams: str = "rgb+flow",
                            streams=streams, frame_stride=frame_stride,
                            process_index=process_index,
                            process_count=process_count, stats=stats)
-  return grain.MapDataset.source(plan).map(load).to_iter_dataset(
+  if transform is None:
+    dataset = grain.MapDataset.source(plan).map(load)
+  else:   # batch i of the plan belongs to epoch i // batches_per_epoch
+    dataset = grain.MapDataset.source(range(len(plan))).map(lambda i: load(
+        plan[i], transform=transform, epoch=i // plan.batches_per_epoch))
+  return dataset.to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from hhjax import losses
-from hhjax.models import segmenters
+from hhjax.models import layers, segmenters
 from hhjax.models.heads.scorers import (KeyActionScorer, MLPScorer, SCORER_KINDS,
                                         longest_runs, pool_segments)
 from hhjax.models.heads.video import VideoRegressor
@@ -80,7 +80,8 @@ class JointModel(nn.Module):
       raise ValueError("config.model.segmenter='none' needs scoring='video' and "
                        "pool_features='input' (there are no segments or stage features)")
     pooled_src = x if self.pool_features == "input" else out["features"]
-    pooled_src = nn.Dropout(self.score_dropout_rate, deterministic=not train)(pooled_src)
+    pooled_src = layers.Dropout(self.score_dropout_rate,
+                                deterministic=not train)(pooled_src)
     zeros = jnp.zeros((batch, num_steps), jnp.int32)
     if self.scoring == "video":
       video = VideoRegressor(self.video_pool, name="video_regressor")(pooled_src, mask)

@@ -13,6 +13,8 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from hhjax.models.layers import Dropout
+
 # PyTorch's default Conv1d initialisation (uniform, variance 1/(3 fan_in)): what the
 # original MS-TCN-family code trained with. Networks that stack stages on raw stage
 # features (BCN) need it to start with sane logits.
@@ -40,7 +42,7 @@ class DilatedResidualLayer(nn.Module):
     h = nn.relu(h)
     h = nn.Conv(self.channels, kernel_size=(1,), kernel_init=self.kernel_init,
                 name="conv_1x1")(h)
-    h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+    h = Dropout(self.dropout_rate, deterministic=not train)(h)   # few-bit masks
     return masked(x + h, mask)
 
 

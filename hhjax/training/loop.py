@@ -9,7 +9,9 @@
 * `metrics.jsonl` (and TensorBoard event files in `tensorboard/`): `train/*` means at
   every log step, `eval/*` at every evaluation;
 * `config.json` (the config of the run's first start), `predictions.jsonl` and
-  `eval_results.json` at the end; `feature_stats.npz` when inputs are standardised.
+  `eval_results.json` at the end; `feature_stats.npz` when inputs are standardised;
+* `export/` at the end: the model folder `python -m hhjax.assess --model` reads
+  (`hhjax.export`).
 
 What it guarantees (docs/GUARANTEES.md has the tests):
 
@@ -17,11 +19,13 @@ What it guarantees (docs/GUARANTEES.md has the tests):
   checkpoint; dropout keys are `fold_in(key, step)`, the data order is a pure function
   of the seed, and the logging window is saved with the state, so a run killed at any
   moment and resumed ends with the same parameters and metrics as one never stopped.
-  Lines a killed run logged after its last checkpoint are dropped on resume, so
-  `metrics.jsonl` never holds a step twice.
+  Lines a killed run logged after its last checkpoint (all of them, when it died
+  before its first) are dropped on restart, so `metrics.jsonl` never holds a step
+  twice.
 * **No mixed runs.** A resumed run compares its config with the saved `config.json`
   and refuses a change that would mix two runs (data, model, loss, optimiser, seed),
-  naming the fields, unless `config.allow_resume_changes` is set.
+  naming the fields, unless `config.allow_resume_changes` is set; a checkpoint whose
+  arrays cannot hold the configured state is refused even then, naming the arrays.
 * **No bad checkpoints.** Losses and gradient norms are checked for NaN/inf before
   every checkpoint (and at every log step); a non-finite value stops the run, naming
   the step, before the state is saved.
@@ -35,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import pathlib
 import signal
 import sys
@@ -49,7 +54,7 @@ import numpy as np
 
 from hhjax import config as config_lib
 from hhjax import evaluation, reporting
-from hhjax.data import pipeline, splits
+from hhjax.data import augment, pipeline, splits
 from hhjax.models.joint import create_model
 from hhjax.training import checkpointing, metric_writers, state as state_lib, steps
 
@@ -171,19 +176,106 @@ def _progress(config, start: int, total: int):
               file=sys.stdout)
 
 
-def _draw_timeline(path: pathlib.Path, result: dict, step: int) -> bool:
+def _draw_timeline(path: pathlib.Path, result: dict, step: int,
+                   class_names: tuple[str, ...]) -> bool:
   """The first test video's ground truth above its prediction; False without
   matplotlib or segmentation."""
   if result.get("labels") is None:
     return False
   try:
-    from hhjax.data.synthetic import CLASS_NAMES  # noqa: PLC0415
+    if not class_names:
+      from hhjax.data.synthetic import CLASS_NAMES as class_names  # noqa: PLC0415
     reporting.plot_timelines(path, [("ground truth", result["gt_labels"]),
-                                    ("prediction", result["labels"])], CLASS_NAMES,
+                                    ("prediction", result["labels"])], class_names,
                              title=f"{result['video']} at step {step}")
   except ImportError:
     return False
   return True
+
+
+PERSISTENT_CACHE_MIN_COMPILE_SECS = 0.1   # keep every executable worth reloading
+
+
+def setup_compilation_cache(config) -> str | None:
+  """Points JAX's persistent compilation cache at `config.compilation_cache_dir`.
+
+  "" means `$XDG_CACHE_HOME/hhjax/jax_cache` (else `~/.cache/hhjax/jax_cache`); "none"
+  sets up nothing (JAX's own settings, e.g. `JAX_COMPILATION_CACHE_DIR`, still apply).
+  Executables that took over `PERSISTENT_CACHE_MIN_COMPILE_SECS` to compile are written
+  there, so a rerun, or another run with the same shapes, loads its train and eval
+  steps instead of compiling them. Call it before anything compiles.
+
+  Returns:
+    The cache folder, or None.
+
+  Raises:
+    ValueError: an explicitly named folder cannot be created (the default folder only
+      warns: training then compiles as usual).
+  """
+  setting = config.get("compilation_cache_dir", "")
+  if setting.strip().lower() == "none":
+    return None
+  default = not setting
+  base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+  path = (pathlib.Path(base) / "hhjax" / "jax_cache" if default
+          else pathlib.Path(setting).expanduser()).absolute()
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    if default:
+      logging.warning("no persistent compilation cache: cannot create %s (%s)", path, e)
+      return None
+    raise ValueError(f"config.compilation_cache_dir={setting!r}: cannot create the "
+                     f"folder {path}: {e}") from e
+  from jax.experimental.compilation_cache import compilation_cache  # noqa: PLC0415
+  if jax.config.jax_compilation_cache_dir != str(path):
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    compilation_cache.reset_cache()   # a cache opened on another folder reopens here
+  jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                    PERSISTENT_CACHE_MIN_COMPILE_SECS)
+  return str(path)
+
+
+class CompileClock:
+  """Seconds JAX spends making executables: tracing, lowering to MLIR and compiling
+  with XLA (or loading from the persistent cache), summed from `jax.monitoring`'s
+  duration events, with the number of XLA compilations and of cache hits. Listeners
+  are registered once per process; a run reads the difference of two `read()`s."""
+
+  EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+            "/jax/core/compile/jaxpr_to_mlir_module_duration",
+            "/jax/core/compile/backend_compile_duration")
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._totals = [0.0, 0, 0]   # seconds, XLA compilations, persistent-cache hits
+    self._registered = False
+
+  def _on_duration(self, event: str, duration: float, **kwargs) -> None:
+    del kwargs
+    if event in self.EVENTS:
+      with self._lock:
+        self._totals[0] += duration
+        if event == self.EVENTS[-1]:
+          self._totals[1] += 1
+
+  def _on_event(self, event: str, **kwargs) -> None:
+    del kwargs
+    if event == "/jax/compilation_cache/cache_hits":
+      with self._lock:
+        self._totals[2] += 1
+
+  def read(self) -> tuple[float, int, int]:
+    """(seconds, XLA compilations, cache hits) since the first `read()`."""
+    with self._lock:
+      if not self._registered:
+        jax.monitoring.register_event_duration_secs_listener(self._on_duration)
+        jax.monitoring.register_event_listener(self._on_event)
+        self._registered = True
+      return tuple(self._totals)
+
+
+COMPILE_CLOCK = CompileClock()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
@@ -200,6 +292,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     FloatingPointError: a non-finite loss or gradient (nothing was checkpointed).
   """
   config_lib.check_config(config)
+  cache_dir = setup_compilation_cache(config)   # before anything compiles
+  compile_start = COMPILE_CLOCK.read()
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints",
@@ -228,7 +322,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     print(f"model: {reporting.model_name(config)}, "
           f"{state_lib.parameter_count(state.params):,} parameters", flush=True)
   p_train_step, p_eval_step = steps.compile_steps(config, model, mesh)
-  key = jax.device_put(jax.random.key(config.seed), NamedSharding(mesh, P()))
+  # Made by every process under jit (device_put cannot place an array on another
+  # host's devices).
+  key = jax.jit(lambda: jax.random.key(config.seed),
+                out_shardings=NamedSharding(mesh, P()))()
 
   plan_epochs = math.ceil(config.num_train_steps / math.ceil(len(train.lengths) /
                                                              config.batch_size))
@@ -236,11 +333,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   plan = pipeline.BatchPlan(tuple(pipeline.strided_length(train.lengths, stride).tolist()),
                             config.batch_size, seed=config.seed, shuffle=True,
                             drop_remainder=False, bucket_size=config.dataset.bucket_size,
-                            num_epochs=max(1, plan_epochs))
+                            num_epochs=max(1, plan_epochs),
+                            bucket_policy=config.dataset.get("bucket_policy", "multiple"))
+  if jax.process_index() == 0:
+    padding = plan.padding()
+    print(f"padding: {padding.waste:.1%} of the train frames over {plan.num_epochs} "
+          f"epoch(s); {len(padding.shapes)} train shape(s) {list(padding.shapes)} "
+          f"(bucket_policy={plan.bucket_policy!r}, bucket_size={plan.bucket_size})",
+          flush=True)
   loader = iter(pipeline.make_loader(
       train.source, plan, streams=config.dataset.streams, frame_stride=stride,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      num_threads=config.dataset.num_threads, stats=stats))
+      num_threads=config.dataset.num_threads, stats=stats,
+      transform=augment.training_transform(config, splits.feature_dim(config, train))))
 
   writer = metric_writers.create(workdir, tensorboard=config.tensorboard)
   start, window = 0, _LogWindow()
@@ -253,6 +358,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     note = f" (dropped {dropped} metric lines logged after it)" if dropped else ""
     if jax.process_index() == 0:
       print(f"resumed from {ckpt.directory} at step {start}{note}", flush=True)
+  else:   # lines of an attempt killed before its first checkpoint was complete
+    writer.truncate_after(0)
 
   score_range = evaluation.score_range(config)
   bar = _progress(config, start, config.num_train_steps)
@@ -270,7 +377,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       ckpt_due = step % config.checkpoint_every_steps == 0 or final or sigterm["set"]
       if log_due or ckpt_due:
         # Host transfer only here: the device runs ahead in between.
-        window.add(jax.device_get(pending), pending_from)
+        try:
+          window.add(jax.device_get(pending), pending_from)
+        except FloatingPointError:
+          ckpt.close()   # the earlier, finite checkpoints finish saving
+          writer.close()
+          raise
         pending, pending_from = [], step + 1
       if log_due:
         now = time.time()
@@ -282,10 +394,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           bar.set_postfix(loss=f"{means['loss']:.3f}")
       if step % config.eval_every_steps == 0 or final:
         results = evaluation.predict(config, state.params, p_eval_step, test, mesh, stats)
-        eval_metrics = evaluation.summarize(results, score_range)
+        eval_metrics = evaluation.summarize_split(results, config, test)
         writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
         if jax.process_index() == 0 and config.tensorboard and results and \
-            _draw_timeline(workdir / TIMELINE_FILE, results[0], step):
+            _draw_timeline(workdir / TIMELINE_FILE, results[0], step,
+                           test.class_names):
           writer.write_image(step, "eval/timeline", workdir / TIMELINE_FILE)
         if bar is not None:
           bar.write(f"step {step}: " + reporting.format_metrics(eval_metrics))
@@ -305,7 +418,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   if eval_metrics is None:   # resumed at the end: nothing left to train
     results = evaluation.predict(config, state.params, p_eval_step, test, mesh, stats)
-    eval_metrics = evaluation.summarize(results, score_range)
+    eval_metrics = evaluation.summarize_split(results, config, test)
   if jax.process_index() == 0:
     reporting.write_predictions(workdir / "predictions.jsonl", results)
     rows = []
@@ -319,4 +432,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         {name: {k: float(v) for k, v in m.items()} for name, m in rows}, indent=2))
     print(reporting.table(rows, title=f"{config.dataset.name}/{config.dataset.config}, "
                           f"split {config.dataset.eval_split} ({len(results)} videos)"))
+    from hhjax import export  # noqa: PLC0415  (the model folder for hhjax.assess)
+    export.save_training_run(workdir, state.params, config, stats=stats, step=state.step,
+                             train=train)
+    seconds, compiles, hits = (b - a for a, b in zip(compile_start, COMPILE_CLOCK.read()))
+    print(f"compile: {seconds:.1f}s tracing, lowering and compiling ({compiles} "
+          f"executables, {hits} of them loaded from the cache"
+          + (f" in {cache_dir})" if cache_dir else "; no persistent cache)"), flush=True)
   return eval_metrics

@@ -49,6 +49,7 @@ _MODULES = {
     "asrf": "hhjax.models.segmenters.asrf",
     "bcn": "hhjax.models.segmenters.bcn",
     "asformer": "hhjax.models.segmenters.asformer",
+    "causal_conv_transformer": "hhjax.models.segmenters.causal",
 }
 _REGISTRY: dict[str, type[nn.Module]] = {}
 

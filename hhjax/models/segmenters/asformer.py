@@ -78,6 +78,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hhjax.models.layers import Dropout
 from hhjax.models.segmenters import register
 from hhjax.models.tcn import masked
 
@@ -192,7 +193,7 @@ class ASFormerBlock(nn.Module):
                              masked_instance_norm(h, mask), source, mask)
     h = self.alpha * att + h
     h = nn.Dense(self.channels, name="conv_1x1")(h)
-    h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+    h = Dropout(self.dropout_rate, deterministic=not train)(h)
     return masked(x + h, mask)
 
 
@@ -256,8 +257,8 @@ class ASFormer(nn.Module):
   def __call__(self, x, mask, *, train: bool = False):
     self._check()
     # Channel dropout (the original's Dropout2d): whole feature dimensions of a video.
-    x = nn.Dropout(self.input_dropout_rate, broadcast_dims=(1,),
-                   deterministic=not train)(x)
+    x = Dropout(self.input_dropout_rate, broadcast_dims=(1,),
+                deterministic=not train)(x)
     stack = lambda alpha, name: ASFormerStack(
         self.num_classes, self.num_layers, self.channels, self.r1, self.r2, alpha,
         self.dropout_rate, name=name)

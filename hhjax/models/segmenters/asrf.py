@@ -68,6 +68,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hhjax.models.layers import Dropout
 from hhjax.models.segmenters import register
 from hhjax.models.tcn import SingleStage, masked
 
@@ -228,8 +229,8 @@ class ASRF(nn.Module):
     self._check_fields()
     similarity = frame_similarity(masked(x, mask), mask, self.gstmse_sigma)  # (B, T)
     # Channel dropout on the input (whole feature dimensions, as MS-TCN's Dropout2d).
-    x = nn.Dropout(self.input_dropout_rate, broadcast_dims=(1,),
-                   deterministic=not train)(x)
+    x = Dropout(self.input_dropout_rate, broadcast_dims=(1,),
+                deterministic=not train)(x)
     stage = lambda name: SingleStage(self.num_layers, self.channels, self.dropout_rate,
                                      name=name)
     head = lambda n, name: nn.Conv(n, kernel_size=(1,), name=name)

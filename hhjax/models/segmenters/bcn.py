@@ -96,6 +96,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from hhjax.models.layers import Dropout
 from hhjax.models.segmenters import register
 from hhjax.models.tcn import TORCH_CONV_INIT, DilatedResidualLayer, SingleStage, masked
 
@@ -313,8 +314,8 @@ class BCN(nn.Module):
     self._check()
     m = mask.astype(x.dtype)
     # Channel dropout on the input features (MS-TCN's Dropout2d; 0 in BCN).
-    x = nn.Dropout(self.input_dropout_rate, broadcast_dims=(1,),
-                   deterministic=not train)(x)
+    x = Dropout(self.input_dropout_rate, broadcast_dims=(1,),
+                deterministic=not train)(x)
     x = masked(x, mask)
 
     # Stage Cascade: stage s reads [f_1, ..., f_{s-1}, x].

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from hhjax.models.attention import MultiHeadAttention
+from hhjax.models.layers import Dropout
 from hhjax.models.segmenters import register
 from hhjax.models.tcn import SingleStage, masked
 
@@ -38,7 +39,7 @@ class TransformerBlock(nn.Module):
   @nn.compact
   def __call__(self, x, mask, *, train: bool = False):
     channels = x.shape[-1]
-    drop = lambda h: nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+    drop = lambda h: Dropout(self.dropout_rate, deterministic=not train)(h)
     if self.attention != "none":
       h = MultiHeadAttention(self.attention, self.num_heads, name="attention")(
           nn.LayerNorm(name="norm_attn")(x), mask)
@@ -74,8 +75,8 @@ class MultiStageModel(nn.Module):
       raise ValueError(f"num_stages must be >= 1, got {self.num_stages}")
     # Channel dropout on the input features (MS-TCN's Dropout2d): whole feature
     # dimensions are dropped for a video, never single frames.
-    x = nn.Dropout(self.input_dropout_rate, broadcast_dims=(1,),
-                   deterministic=not train)(x)
+    x = Dropout(self.input_dropout_rate, broadcast_dims=(1,),
+                deterministic=not train)(x)
     all_logits = []
     inputs = masked(x, mask)
     for s in range(self.num_stages):

@@ -39,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hhjax.models.layers import Dropout
 from hhjax.models.segmenters import register
 from hhjax.models.tcn import SingleStage, masked
 
@@ -108,8 +109,8 @@ class MSTCN(nn.Module):
     check_at_least("mstcn", 1, num_stages=self.num_stages, num_layers=self.num_layers,
                    channels=self.channels, num_classes=self.num_classes)
     # Optional channel dropout: a dropped feature dimension is dropped on every frame.
-    x = nn.Dropout(self.input_dropout_rate, broadcast_dims=(1,),
-                   deterministic=not train)(x)
+    x = Dropout(self.input_dropout_rate, broadcast_dims=(1,),
+                deterministic=not train)(x)
     all_logits = []
     inputs = x
     for s in range(self.num_stages):

@@ -43,6 +43,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from hhjax.models.layers import Dropout
 from hhjax.models.segmenters import register
 from hhjax.models.segmenters.mstcn import Stage, check_at_least, check_inputs, stage_input
 from hhjax.models.tcn import masked
@@ -65,7 +66,7 @@ class DualDilatedLayer(nn.Module):
     b = conv(self.dilation_small, "conv_small")                          # (B, T, C)
     h = nn.Conv(self.channels, kernel_size=(1,), name="conv_fusion")(
         jnp.concatenate([a, b], axis=-1))                                # (B, T, C)
-    h = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(h))
+    h = Dropout(self.dropout_rate, deterministic=not train)(nn.relu(h))
     return masked(x + h, mask)
 
 
@@ -116,8 +117,8 @@ class MSTCNPlusPlus(nn.Module):
     check_at_least("mstcn_pp", 1, **{"mstcn_pp.num_layers_pg": self.num_layers_pg,
                                      "mstcn_pp.num_layers_r": self.num_layers_r})
     check_at_least("mstcn_pp", 0, **{"mstcn_pp.num_refinements": self.num_refinements})
-    x = nn.Dropout(self.input_dropout_rate, broadcast_dims=(1,),
-                   deterministic=not train)(x)
+    x = Dropout(self.input_dropout_rate, broadcast_dims=(1,),
+                deterministic=not train)(x)
     h, logits = PredictionGeneration(self.num_classes, self.num_layers_pg, self.channels,
                                      self.dropout_rate, name="pg")(masked(x, mask), mask,
                                                                    train=train)
