@@ -190,3 +190,38 @@ def check_config(config) -> None:
                 "checkpoint_every_steps", "batch_size"):
     if config[field] < 1:
       raise ValueError(f"config.{field} must be >= 1, got {config[field]}")
+
+
+def action_segmentation_config(name: str, train_videos: int, split: str | None = None,
+                               epochs: int = 50) -> ml_collections.ConfigDict:
+  """A public action-segmentation data set (`configs/mstcn_<name>.py`, Table VII) by
+  MS-TCN's protocol: its sample rate as the frame stride, its class count, Adam at
+  5e-4, batch 1, `epochs` epochs of `train_videos` videos, no score loss.
+
+  Args:
+    name: the builder config ("gtea", "50salads", "breakfast").
+    train_videos: training videos in one split (sets the number of steps).
+    split: "1".."K" (the config file's `:K` suffix); default 1.
+    epochs: passes over the training videos.
+  """
+  from hhjax.data import hha300  # noqa: PLC0415
+  facts = hha300.builder_config(name, hha300.ACTION_SEGMENTATION)
+  k = int(split) if split and split.isdigit() else (1 if not split else 0)
+  if not 1 <= k <= facts.num_splits:
+    raise ValueError(f"configs/mstcn_{name}.py: split {split!r}; {name} has splits "
+                     f"1..{facts.num_splits}")
+  config = get_config()
+  config.dataset.name = hha300.ACTION_SEGMENTATION
+  config.dataset.config = name
+  config.dataset.train_split = f"train_split{k}"
+  config.dataset.eval_split = f"test_split{k}"
+  config.dataset.frame_stride = facts.sample_rate   # MS-TCN's sample rate
+  config.model.num_classes = facts.num_classes
+  config.loss.score_weight = 0.0                    # no scores in these data sets
+  config.learning_rate = 5e-4
+  config.batch_size = 1
+  steps_per_epoch = train_videos // config.batch_size
+  config.num_train_steps = epochs * steps_per_epoch
+  config.eval_every_steps = 10 * steps_per_epoch
+  config.checkpoint_every_steps = 5 * steps_per_epoch
+  return config
