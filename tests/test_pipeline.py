@@ -232,3 +232,20 @@ def test_loader_pads_to_the_policy_bucket():
   got = [b["features"].shape[1] for b in pipeline.make_loader(source, plan)]
   assert got == [8, 16, 32]
   assert [int(b["mask"].sum()) for b in pipeline.make_loader(source, plan)] == [5, 9, 20]
+
+
+def test_one_stream_of_hand_pose_features_is_refused():
+  from hhjax import config as default_config
+  from hhjax.data import splits
+  config = default_config.get_config()
+  data = splits.SplitData(source=None, lengths=np.array([3]), names=["v"],
+                          raw_feature_dim=212, labels=[], scores=np.zeros(1),
+                          step_scores=np.zeros((1, 6)), attributes=np.zeros((1, 6)),
+                          split="fold0")
+  config.dataset.streams = "all"
+  assert splits.feature_dim(config, data) == 212
+  config.dataset.streams = "rgb"
+  with pytest.raises(ValueError, match="hand-pose.*streams=all"):
+    splits.feature_dim(config, data)
+  data.raw_feature_dim = 2048
+  assert splits.feature_dim(config, data) == 1024

@@ -119,7 +119,18 @@ def load_split(config, split: str) -> SplitData:
 
 
 def feature_dim(config, data: SplitData) -> int:
-  """Input size of the model: the raw feature size, halved for one stream."""
+  """Input size of the model: the raw feature size, halved for one stream.
+
+  Raises:
+    ValueError: `dataset.streams` asks for the RGB or flow half of hand-pose features
+      (212 values: the left hand, then the right; they have no such halves).
+  """
+  from hhjax.handpose import FEATURE_DIM as HANDPOSE_DIM  # noqa: PLC0415
+  if config.dataset.streams in ("rgb", "flow") and data.raw_feature_dim == HANDPOSE_DIM:
+    raise ValueError(
+        f"config.dataset.streams={config.dataset.streams!r} keeps one half of two-stream "
+        f"(RGB | flow) features, but split {data.split!r} holds {HANDPOSE_DIM}-d hand-pose "
+        "features (left hand | right hand): use --config.dataset.streams=all")
   probe = np.zeros((1, data.raw_feature_dim), np.float32)
   return pipeline.select_streams(probe, config.dataset.streams).shape[-1]
 
