@@ -3,6 +3,12 @@ was missed.
 
     python -m hhjax.assess VIDEO_OR_FOLDER... [--model DIR] [--out DIR] \
         [--ground-truth FILE_OR_FOLDER] [--html/--no-html] [--max-frames N]
+    python -m hhjax.assess --online VIDEO_OR_CAMERA_INDEX [--model DIR] [--realtime]
+
+`--online` assesses one stream while it plays (`assess_online`): a video file (at its
+frame rate with `--realtime`) or a camera, frame by frame through a causal model
+(`config.model.segmenter="causal_conv_transformer"`, `hhjax.inference.online`), with a
+live line of the running step scores; at the end (or Ctrl-C) it writes the same report.
 
 For every video: decode it, compute the model's feature stream with hhjax's own
 extractors (`hhjax.handpose` for hand pose; `hhjax.extract`'s two-stream I3D, with the
@@ -613,18 +619,121 @@ def assess_video(path: pathlib.Path, *, loaded: export.LoadedModel, predictor,
                         thresholds=thresholds, score_range=(lo, hi), video=video,
                         model=_model_info(loaded, fps, options), ground_truth=gt,
                         warnings=_setting_warnings(loaded))
-  stem = path.stem
+  write_outputs(report, pred.labels, out_dir=out_dir, stem=path.stem,
+                fps=fps, class_names=loaded.class_names, ground_truth=gt,
+                html_page=options.html)
+  return report
+
+
+def write_outputs(report: dict, labels: np.ndarray, *, out_dir: pathlib.Path, stem: str,
+                  fps: float, class_names: Sequence[str], ground_truth: np.ndarray | None = None,
+                  html_page: bool = True) -> None:
+  """Writes `<stem>.json`, the timeline `<stem>.png` and (with `html_page`)
+  `<stem>.html` of one report; `labels` (T,) are the predicted frame labels, at `fps`."""
   (out_dir / f"{stem}.json").write_text(dumps(report) + "\n")
   png_path = out_dir / f"{stem}.png"
-  rows = ([("ground truth", gt)] if gt is not None else []) + [("prediction",
-                                                                 pred.labels)]
+  rows = ([("ground truth", ground_truth)] if ground_truth is not None else []) + [
+      ("prediction", labels)]
   from hhjax import reporting  # noqa: PLC0415
-  reporting.plot_timelines(png_path, rows, loaded.class_names, fps=fps,
-                           title=f"{path.name}: total score {report['total_score']:.2f} "
-                                 f"of {hi:g}")
-  if options.html:
+  hi = report["score_range"][1]
+  reporting.plot_timelines(png_path, rows, class_names, fps=fps,
+                           title=f"{report['video'].get('name', stem)}: total score "
+                                 f"{report['total_score']:.2f} of {hi:g}")
+  if html_page:
     (out_dir / f"{stem}.html").write_text(render_html(report, png_path.read_bytes()),
                                           encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------
+# Online: one live stream.
+
+
+def make_frame_features(loaded: export.LoadedModel, options: argparse.Namespace):
+  """A context manager giving a callable (H, W, 3) uint8 RGB frame -> (D,) features,
+  tracking state kept across frames (`hhjax.handpose.HandTracker`).
+
+  Raises:
+    AssessError: the model's features are not hand pose (I3D features are computed
+      over windows of frames, with no per-frame form), or MediaPipe is missing.
+  """
+  stream = loaded.features.get("stream")
+  if stream != "handpose":
+    raise AssessError(f"online mode computes hand-pose features frame by frame; the "
+                      f"model was trained on {stream or 'unrecorded'} features")
+  return make_extractor(loaded, options).tracker()
+
+
+def assess_online(source: str, *, loaded: export.LoadedModel, out_dir: pathlib.Path,
+                  options, thresholds: dict, progress: bool = True) -> dict:
+  """Assesses a video file or camera while it plays, then writes the report files.
+
+  Every frame (at the model's frame rate) goes through the per-frame features, every
+  `frame_stride`-th to `StreamingModel.step`; a line on stderr shows the time, the
+  current step, the running step scores (`*`: done so far) and the frames per second.
+  At the end of the file, or on Ctrl-C, the report (JSON, PNG, HTML) is built from the
+  streamed labels and the last running scores, like the offline one.
+
+  Raises:
+    AssessError: the model is not causal, the source cannot be opened, no frame was
+      read, or no hand was found in any frame; each names the model, file or camera.
+  """
+  from hhjax.inference import online  # noqa: PLC0415
+  try:
+    online.require_causal(loaded)
+  except ValueError as e:
+    raise AssessError(str(e)) from e
+  tracker = make_frame_features(loaded, options)
+  feats = loaded.features
+  try:
+    src = online.open_source(source, fps=feats.get("fps"), max_frames=options.max_frames,
+                             realtime=options.realtime)
+  except online.SourceError as e:
+    raise AssessError(str(e)) from e
+  fps = src.fps
+  done_at = float(thresholds["done"])
+  stopped = False
+  start = time.perf_counter()
+  shown = 0.0
+  try:
+    with tracker as features:
+      runner = online.OnlineRunner(loaded, features)
+      try:
+        for frame in src.frames:
+          stepped = runner.push(frame)
+          now = time.perf_counter()
+          if progress and stepped and now - shown > 0.1:
+            shown = now
+            rate = runner.frames / max(now - start, 1e-9)
+            print("\r" + online.live_line(runner, fps, loaded.class_names, done_at, rate),
+                  end="", file=sys.stderr, flush=True)
+      except KeyboardInterrupt:
+        stopped = True
+  except (video_lib.VideoError, ValueError) as e:
+    raise AssessError(f"{src.label}: {e}") from e
+  finally:
+    src.close()
+  if progress and runner.last is not None:
+    rate = runner.frames / max(time.perf_counter() - start, 1e-9)
+    print("\r" + online.live_line(runner, fps, loaded.class_names, done_at, rate),
+          file=sys.stderr, flush=True)
+  if runner.last is None:
+    raise AssessError(f"{src.label}: no frames were read")
+  if stopped:
+    print(f"stopped after {runner.frames} frames", file=sys.stderr)
+  if feats.get("stream") == "handpose":
+    from hhjax import handpose  # noqa: PLC0415
+    if not np.any(handpose.presence(runner.feature_matrix()) > 0):
+      raise AssessError(f"{src.label}: no hands detected in any of its {runner.frames} "
+                        "frames (are the hands in view and lit?)")
+  pred = runner.prediction()
+  lo, hi = loaded.manifest["score_range"]
+  video = dict(src.info, online=True, stopped=stopped)
+  report = build_report(pred, fps=fps, class_names=loaded.class_names,
+                        thresholds=thresholds, score_range=(lo, hi), video=video,
+                        model=_model_info(loaded, fps, options),
+                        warnings=_setting_warnings(loaded))
+  write_outputs(report, pred.labels, out_dir=out_dir, stem=src.name, fps=fps,
+                class_names=loaded.class_names, html_page=options.html)
   return report
 
 
@@ -661,8 +770,13 @@ def build_parser() -> argparse.ArgumentParser:
       prog="python -m hhjax.assess",
       description="Assess hand-washing videos with a trained model: which WHO steps "
                   "were done, where, how well, and what was missed.")
-  p.add_argument("videos", nargs="+", metavar="VIDEO_OR_FOLDER",
+  p.add_argument("videos", nargs="*", metavar="VIDEO_OR_FOLDER",
                  help="video files, or folders of them")
+  p.add_argument("--online", metavar="VIDEO_OR_CAMERA_INDEX",
+                 help="assess one stream while it plays, with a causal model: a video "
+                      "file, or a camera index (0, 1, ...); Ctrl-C ends a camera")
+  p.add_argument("--realtime", action="store_true",
+                 help="--online with a video file: play it at its frame rate")
   p.add_argument("--model", help="model folder written by python -m hhjax.export "
                                  f"(default: the shipped model, {DEFAULT_MODEL})")
   p.add_argument("--out", default=DEFAULT_OUT,
@@ -729,12 +843,59 @@ def _load_model(model: str | None) -> export.LoadedModel:
   return loaded
 
 
+def _thresholds(loaded: export.LoadedModel, args, parser) -> dict:
+  """The model's thresholds, with those given on the command line."""
+  thresholds = dict(loaded.manifest["thresholds"])
+  for key, value in (("done", args.done_threshold), ("es", args.es_threshold)):
+    if value is not None:
+      thresholds[key] = value
+      thresholds["basis"] = "given on the command line"
+  if thresholds["es"] < thresholds["done"]:
+    parser.error(f"the ES threshold {thresholds['es']:g} is below the done threshold "
+                 f"{thresholds['done']:g}")
+  return thresholds
+
+
+def _main_online(args, parser) -> int:
+  """`--online`: one stream, one report; 0 when written, 1 when it cannot be."""
+  try:
+    loaded = _load_model(args.model)
+  except AssessError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  thresholds = _thresholds(loaded, args, parser)
+  out_dir = pathlib.Path(args.out)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  print(f"model: {loaded.manifest.get('model')} ({loaded.path}), stream "
+        f"{loaded.features.get('stream')}, online from {args.online} -> {out_dir}",
+        file=sys.stderr)
+  try:
+    report = assess_online(args.online, loaded=loaded, out_dir=out_dir, options=args,
+                           thresholds=thresholds, progress=not args.no_progress)
+  except AssessError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(format_summary(report), flush=True)
+  stem = pathlib.Path(report["video"]["name"]).stem
+  print(f"  -> {out_dir / stem}.json", file=sys.stderr)
+  return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """Command-line entry point; returns the exit status (see the module docstring)."""
   parser = build_parser()
   args = parser.parse_args(argv)
   if args.max_frames is not None and args.max_frames < 1:
     parser.error(f"--max-frames must be >= 1, got {args.max_frames}")
+  if args.online is not None:
+    if args.videos or args.ground_truth:
+      parser.error("--online assesses one stream: give no VIDEO_OR_FOLDER nor "
+                   "--ground-truth with it")
+    return _main_online(args, parser)
+  if not args.videos:
+    parser.error("give VIDEO_OR_FOLDER..., or --online VIDEO_OR_CAMERA_INDEX")
+  if args.realtime:
+    parser.error("--realtime goes with --online")
   from hhjax import extract  # noqa: PLC0415
   videos, failures = _collect(args.videos)
   for _, message in failures:
@@ -758,14 +919,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except AssessError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  thresholds = dict(loaded.manifest["thresholds"])
-  for key, value in (("done", args.done_threshold), ("es", args.es_threshold)):
-    if value is not None:
-      thresholds[key] = value
-      thresholds["basis"] = "given on the command line"
-  if thresholds["es"] < thresholds["done"]:
-    parser.error(f"the ES threshold {thresholds['es']:g} is below the done threshold "
-                 f"{thresholds['done']:g}")
+  thresholds = _thresholds(loaded, args, parser)
   out_dir = pathlib.Path(args.out)
   out_dir.mkdir(parents=True, exist_ok=True)
   predictor = Predictor(loaded)

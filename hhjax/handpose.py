@@ -280,6 +280,11 @@ class HandPoseExtractor:
       raise ValueError("no frames")
     return np.stack(columns, axis=1)
 
+  def tracker(self) -> "HandTracker":
+    """A frame-by-frame form of `features_from_frames` for a live stream: one tracker
+    per stream, MediaPipe's tracking state kept from frame to frame."""
+    return HandTracker(self)
+
   def expected_frames(self, path: str | os.PathLike) -> int:
     """T that `extract(path)` will return."""
     return video_lib.count_frames(path, self.fps, self.max_frames)
@@ -294,6 +299,46 @@ class HandPoseExtractor:
                                    chunk_size=self.decode_chunk,
                                    max_frames=self.max_frames)
     return self.features_from_frames(chunks, on_frame=on_frame)
+
+
+class HandTracker:
+  """Hand-pose features of one stream, one frame at a time.
+
+  `with extractor.tracker() as tracker: column = tracker(frame)` gives, frame for
+  frame, the columns `features_from_frames` gives for the same frames in one call
+  (same graph settings, tracking carried from each frame to the next).
+  """
+
+  def __init__(self, extractor: HandPoseExtractor):
+    self._extractor = extractor
+    self._graph = None
+    self._start_up = None
+
+  def __enter__(self) -> "HandTracker":
+    # MediaPipe logs its start-up until the first frame is processed: filtered so far.
+    self._start_up = contextlib.ExitStack()
+    self._start_up.enter_context(quiet_native_logs())
+    self._graph = self._extractor._new_graph()
+    return self
+
+  def __call__(self, frame: np.ndarray) -> np.ndarray:
+    """(212,) float32 features of one (H, W, 3) uint8 RGB frame."""
+    if self._graph is None:
+      raise RuntimeError("HandTracker is used inside `with extractor.tracker() as t:`")
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+      raise ValueError(f"expected an (H, W, 3) uint8 frame, got {frame.shape} "
+                       f"{frame.dtype}")
+    result = self._graph.process(np.ascontiguousarray(frame))
+    self._start_up.close()   # started: stderr as it was (idempotent)
+    return frame_vector(_hands_of(result), frame.shape[1], frame.shape[0])
+
+  def __exit__(self, *exc) -> None:
+    if self._graph is not None:
+      self._graph.close()
+      self._graph = None
+    if self._start_up is not None:
+      self._start_up.close()
 
 
 def presence(features: np.ndarray) -> np.ndarray:
