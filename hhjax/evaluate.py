@@ -27,10 +27,11 @@ from hhjax.training import checkpointing, state as state_lib, steps
 EVAL_DIR = "eval"
 
 
-def output_paths(workdir: pathlib.Path, split: str, step: int
+def output_paths(workdir: pathlib.Path, split: str, step: int, view: str = ""
                  ) -> tuple[pathlib.Path, pathlib.Path]:
-  """(metrics JSON, predictions JSONL) for `split` at checkpoint `step`."""
-  safe = re.sub(r"[^A-Za-z0-9+_.-]", "_", split)
+  """(metrics JSON, predictions JSONL) for `split` at checkpoint `step`, seen through
+  the evaluation view `view` (config.dataset.eval_view) if any."""
+  safe = re.sub(r"[^A-Za-z0-9+_.-]", "_", split + (f"_view-{view}" if view else ""))
   base = pathlib.Path(workdir) / EVAL_DIR / f"{safe}_step{step}"
   return base.with_suffix(".json"), base.with_name(base.name + ".predictions.jsonl")
 
@@ -71,7 +72,8 @@ def evaluate_checkpoint(config, workdir: str | pathlib.Path, split: str | None =
   results = evaluation.predict(config, state.params, p_eval_step, data, mesh, stats)
   metrics = evaluation.summarize_split(results, config, data)
   if jax.process_index() == 0:
-    metrics_path, predictions_path = output_paths(workdir, split, int(state.step))
+    metrics_path, predictions_path = output_paths(
+        workdir, split, int(state.step), config.dataset.get("eval_view", ""))
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     reporting.write_predictions(predictions_path, results)
     metrics_path.write_text(json.dumps(dict(

@@ -56,7 +56,6 @@ only, so training stays deterministic and resumes exactly.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from collections.abc import Callable
 
