@@ -308,7 +308,8 @@ def _training_summary(config, train, workdir: pathlib.Path | None, step: int | N
 def _thresholds(config, train) -> dict:
   """Step-score thresholds (module docstring), absolute, with the reason."""
   lo, hi = config.dataset.get("score_range", (0.0, 6.0))
-  step_max = (float(hi) - float(lo)) / NUM_STEPS
+  # A step's score lies in [lo / 6, hi / 6] (hhjax.models.heads.scorers.to_score_range).
+  step_lo, step_width = float(lo) / NUM_STEPS, (float(hi) - float(lo)) / NUM_STEPS
   basis, fractions = "graded", GRADED_THRESHOLDS
   if train is not None and getattr(train, "has_scores", True) and len(train.names):
     attrs = np.asarray(train.attributes).reshape(-1)
@@ -316,16 +317,17 @@ def _thresholds(config, train) -> dict:
     known = step_scores >= 0          # missing per-step scores are stored negative
     done = attrs > 0
     completeness = (not np.any(attrs == 1) and
-                    np.allclose(step_scores[known & done], step_max) and
-                    np.allclose(step_scores[known & ~done], 0.0))
+                    np.allclose(step_scores[known & done], step_lo + step_width) and
+                    np.allclose(step_scores[known & ~done], step_lo))
     if completeness:
       basis, fractions = "completeness", COMPLETENESS_THRESHOLDS
   why = ("training scores are completeness only (done = step maximum, left out = 0): "
          "both thresholds at the midpoint" if basis == "completeness" else
          "graded scores: done from a quarter of the step maximum, ES from 0.7 of it "
          "(both key actions done well)")
-  return dict(done=round(fractions["done"] * step_max, 6),
-              es=round(fractions["es"] * step_max, 6), basis=basis, reason=why)
+  return dict(done=round(step_lo + fractions["done"] * step_width, 6),
+              es=round(step_lo + fractions["es"] * step_width, 6), basis=basis,
+              reason=why)
 
 
 def _write_json(path: pathlib.Path, data) -> None:

@@ -284,6 +284,27 @@ def test_bad_step_score(root):
   assert "scores.csv:2: step6_score 'x' is not a number" in _error(root)
 
 
+def test_scores_outside_the_range_name_file_line_and_video(root):
+  cols = ",".join(f"step{k}_score" for k in range(1, 7))
+  (root / "scores.csv").write_text(
+      f"{HEADER},{cols}\n"
+      + ROWS["vid_a"] + ",1,1,1,1,1,1\n"                       # line 2: in range
+      + "vid_b,6.5,EN,EN,EN,EN,EN,EN,1,1,1,1,1,1\n"           # line 3: score > 6
+      + "vid_c,-0.5,NE,NE,NE,NE,NE,ES,0,0,0,0,0,1.25\n")      # line 4: both low/high
+  path = root / "scores.csv"
+  message = _error(root, score_range=(0.0, 6.0))
+  assert f"{path}:3: video 'vid_b' has score 6.5, outside the score range [0, 6]" \
+      in message
+  assert f"{path}:4: video 'vid_c' has score -0.5" in message
+  assert "video 'vid_c' has step6_score 1.25, outside the step score range [0, 1]" \
+      in message
+  assert f"{path}:2:" not in message
+  # Without a range nothing is checked; a wider range accepts every row.
+  layout.validate_manual_dir(root)
+  rows = layout.read_scores(path, score_range=(-6.0, 12.0))
+  assert rows["vid_b"].score == 6.5 and rows["vid_c"].step_scores[5] == 1.25
+
+
 # --- bad mapping and bundles ----------------------------------------------------------
 
 def test_bad_mapping(root):

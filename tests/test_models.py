@@ -137,6 +137,36 @@ def test_step_without_run_scores_zero_and_video_score_is_sum():
   np.testing.assert_array_equal(out["seg_length"][0, [1, 3]], [10, 5])
 
 
+def test_to_score_range_hand_example():
+  scores = jnp.array([[0.0, 0.5, 1.0, 0.25]])
+  length = jnp.array([[3, 2, 1, 0]])
+  # Range (0, 4) over 4 steps: the identity, a missing step scores 0.
+  np.testing.assert_allclose(scorer.to_score_range(scores, length, (0.0, 4.0), 4),
+                             [[0.0, 0.5, 1.0, 0.0]])
+  # Range (4, 12) over 4 steps: each step in [1, 3]; a missing step scores 1.
+  np.testing.assert_allclose(scorer.to_score_range(scores, length, (4.0, 12.0), 4),
+                             [[1.0, 2.0, 3.0, 1.0]])
+
+
+def test_step_scores_follow_the_score_range():
+  """The same parameters score in the data set's units: (lo, hi) = (10, 70) maps each
+  KAS output s to 10/6 + 10 s, and a step with no segment to 10/6."""
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(1, 20, 6)), jnp.float32)
+  mask = jnp.ones((1, 20))
+  gt = jnp.array([[0] * 5 + [2] * 10 + [4] * 5])
+  base = _tiny_model()
+  params = base.init(jax.random.key(0), x, mask)
+  unit = base.apply(params, x, mask, gt_labels=gt)["step_scores"]
+  wide = _tiny_model(score_range=(10.0, 70.0)).apply(params, x, mask, gt_labels=gt)
+  expected = np.where(np.asarray(unit) > 0, 10 / 6 + 10 * np.asarray(unit), 10 / 6)
+  np.testing.assert_allclose(wide["step_scores"], expected, rtol=1e-6)
+  np.testing.assert_allclose(wide["video_score"], expected.sum(-1), rtol=1e-6)
+  assert 10.0 <= float(wide["video_score"][0]) <= 70.0
+  cfg = default_config.get_config()
+  cfg.dataset.score_range = (10.0, 70.0)
+  assert create_model(cfg).score_range == (10.0, 70.0)
+
+
 def _sigmoid(x):
   return 1.0 / (1.0 + np.exp(-x))
 

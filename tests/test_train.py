@@ -210,3 +210,32 @@ def test_missing_manual_directory_is_named_without_traceback(tmp_path):
   assert res.returncode == 1
   assert str(tmp_path / "absent") in res.stderr and "manual_dir" in res.stderr
   assert "Traceback" not in res.stderr
+
+
+def test_scores_outside_the_range_are_named_by_file_line_and_video(tmp_path):
+  """A split whose scores leave config.dataset.score_range stops the run; with a manual
+  directory the error names scores.csv's rows, otherwise the split's videos."""
+  import types  # noqa: PLC0415
+  from hhjax.data import layout  # noqa: PLC0415
+  steps = ",".join(f"step{k}" for k in range(1, 7))
+  (tmp_path / "scores.csv").write_text(
+      f"video,score,{steps}\n"
+      "a,5.0,ES,ES,ES,ES,ES,EN\n"
+      "b,9.0,ES,ES,ES,ES,ES,ES\n")
+  data = types.SimpleNamespace(names=["a", "b"], scores=np.array([5.0, 9.0]),
+                               has_scores=True, split="train")
+  config = default_config.get_config()
+  config.dataset.manual_dir = str(tmp_path)
+  with pytest.raises(layout.LayoutError) as raised:
+    loop.check_scores_in_range(config, data)
+  message = str(raised.value)
+  assert f"{tmp_path / 'scores.csv'}:3: video 'b' has score 9" in message
+  assert "score_range=(0, 6)" in message and ":2:" not in message
+  config.dataset.manual_dir = ""
+  with pytest.raises(ValueError, match=r"split 'train' .* b \(9\)"):
+    loop.check_scores_in_range(config, data)
+  config.dataset.score_range = (0.0, 10.0)
+  loop.check_scores_in_range(config, data)          # in range: no error
+  data.has_scores = False
+  config.dataset.score_range = (1.0, 2.0)
+  loop.check_scores_in_range(config, data)          # no scores: nothing to check

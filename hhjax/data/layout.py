@@ -229,7 +229,8 @@ def _parse_float(text: str) -> float | None:
     return None
 
 
-def read_scores(path: PathLike) -> dict[str, VideoScores]:
+def read_scores(path: PathLike, *, score_range: Sequence[float] | None = None
+                ) -> dict[str, VideoScores]:
   """Reads scores.csv.
 
   The header must hold `video`, `score` and `step1..step6` (any order); it may also hold
@@ -239,16 +240,19 @@ def read_scores(path: PathLike) -> dict[str, VideoScores]:
 
   Args:
     path: the scores file.
+    score_range: the data set's video score range `(lo, hi)`
+      (`config.dataset.score_range`); a video score outside it is a bad row. Each
+      known step score must then lie in `[lo / 6, hi / 6]`. None: no range check.
 
   Returns:
     Video id -> its scores, in file order.
 
   Raises:
-    LayoutError: listing every bad header column and every bad row (line number and
-      what is wrong: column count, non-numeric or non-finite score, unknown attribute,
-      repeated video).
+    LayoutError: listing every bad header column and every bad row (line number, video
+      and what is wrong: column count, non-numeric or non-finite score, a score outside
+      `score_range`, unknown attribute, repeated video).
   """
-  rows, _, problems = _parse_scores(pathlib.Path(path))
+  rows, _, problems = _parse_scores(pathlib.Path(path), score_range)
   if problems:
     raise LayoutError(problems)
   return rows
@@ -265,9 +269,9 @@ def first_csv_row(reader) -> list[str] | None:
   return None
 
 
-def _parse_scores(path: pathlib.Path
+def _parse_scores(path: pathlib.Path, score_range: Sequence[float] | None = None
                   ) -> tuple[dict[str, VideoScores], set[str] | None, list[str]]:
-  """Parses scores.csv, collecting problems instead of raising.
+  """Parses scores.csv, collecting problems instead of raising (`read_scores`).
 
   Returns:
     (valid rows, every video id named by any row or None if the header is unusable,
@@ -302,6 +306,8 @@ def _parse_scores(path: pathlib.Path
     return {}, None, problems
   col = {name: i for i, name in enumerate(header)}
   has_step_scores = bool(present_step_scores)
+  if score_range is not None:
+    lo, hi = (float(v) for v in score_range)
 
   rows: dict[str, VideoScores] = {}
   named: set[str] = set()
@@ -327,6 +333,9 @@ def _parse_scores(path: pathlib.Path
       row_problems.append(f"score {cells[col['score']]!r} is not a number")
     elif not np.isfinite(score):
       row_problems.append(f"score {cells[col['score']]!r} is not finite")
+    elif score_range is not None and not lo <= score <= hi:
+      row_problems.append(f"video {video!r} has score {score:g}, outside the score "
+                          f"range [{lo:g}, {hi:g}]")
     attributes = np.zeros(NUM_STEPS, np.int32)
     for k, name in enumerate(STEP_COLUMNS):
       value = cells[col[name]]
@@ -346,6 +355,11 @@ def _parse_scores(path: pathlib.Path
           row_problems.append(f"{name} {value!r} is not a number")
         elif not np.isfinite(number):
           row_problems.append(f"{name} {value!r} is not finite")
+        elif score_range is not None and not (lo / NUM_STEPS <= number
+                                              <= hi / NUM_STEPS):
+          row_problems.append(f"video {video!r} has {name} {number:g}, outside the "
+                              f"step score range [{lo / NUM_STEPS:g}, "
+                              f"{hi / NUM_STEPS:g}]")
         else:
           step_scores[k] = number
     if video and video in rows:
@@ -579,8 +593,8 @@ def split_groups(splits: Sequence[str]) -> list[tuple[str, ...]]:
 
 
 def _scan(manual_dir: PathLike, splits: Sequence[str], num_classes: int | None,
-          check_values: bool, require_scores: bool = True
-          ) -> tuple[_Scan, list[str]]:
+          check_values: bool, require_scores: bool = True,
+          score_range: Sequence[float] | None = None) -> tuple[_Scan, list[str]]:
   """Reads and checks a manual directory, collecting every problem it can find.
 
   scores.csv is read when present; `require_scores` makes its absence a problem.
@@ -615,7 +629,7 @@ def _scan(manual_dir: PathLike, splits: Sequence[str], num_classes: int | None,
                       f"expected {num_classes} (background + {num_classes - 1} steps)")
   scored: set[str] | None = None   # every video named in scores.csv, even by bad rows
   if (root / SCORES_FILE).is_file():
-    parsed = read(_parse_scores, root / SCORES_FILE)
+    parsed = read(_parse_scores, root / SCORES_FILE, score_range)
     if parsed is not None:
       rows, named, score_problems = parsed
       problems.extend(score_problems)
@@ -694,7 +708,8 @@ def list_splits(manual_dir: PathLike) -> tuple[str, ...]:
 def validate_manual_dir(manual_dir: PathLike, splits: Sequence[str] = DEFAULT_SPLITS,
                         *, num_classes: int | None = None,
                         check_values: bool = True,
-                        require_scores: bool = True) -> LayoutSummary:
+                        require_scores: bool = True,
+                        score_range: Sequence[float] | None = None) -> LayoutSummary:
   """Checks a whole manual directory up front.
 
   Reads mapping.txt, scores.csv, the split bundles and every listed video's two files,
@@ -710,6 +725,8 @@ def validate_manual_dir(manual_dir: PathLike, splits: Sequence[str] = DEFAULT_SP
       .npy headers are read, which is much faster).
     require_scores: scores.csv must exist (HHA300). Either way a scores.csv that is
       there is checked and must have a row for every listed video.
+    score_range: if set, the video score range `(lo, hi)`: scores.csv rows outside it
+      (or step scores outside a sixth of it) are problems (`read_scores`).
 
   Returns:
     A `LayoutSummary` of the folder.
@@ -717,7 +734,8 @@ def validate_manual_dir(manual_dir: PathLike, splits: Sequence[str] = DEFAULT_SP
   Raises:
     LayoutError: listing every problem found.
   """
-  scan, problems = _scan(manual_dir, splits, num_classes, check_values, require_scores)
+  scan, problems = _scan(manual_dir, splits, num_classes, check_values, require_scores,
+                         score_range)
   if problems:
     raise LayoutError(problems, where=scan.root)
   return LayoutSummary(

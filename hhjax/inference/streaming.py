@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hhjax.models.heads.scorers import KeyActionScorer, MLPScorer
+from hhjax.models.heads.scorers import KeyActionScorer, MLPScorer, to_score_range
 from hhjax.models.joint import JointModel
 
 
@@ -166,7 +166,8 @@ class StreamingModel:
       `labels` (B,) int32 of the last stage at this frame, and with a joint model the
       running scores: `seg_start`, `seg_length` (B, num_steps) int32 (longest run of
       each step so far; length 0 = none yet), `pooled` (B, num_steps, F) the mean
-      features of those runs, `step_scores` (B, num_steps) (0 for a step with no run)
+      features of those runs, `step_scores` (B, num_steps) (the bottom of the step
+      range, 0 by default, for a step with no run)
       and `video_score` (B,) their sum.
     """
     frame_features = jnp.asarray(frame_features, jnp.float32)
@@ -192,7 +193,7 @@ class StreamingModel:
       length = runs["best_length"]
       pooled = runs["best_sum"] / jnp.maximum(length, 1)[..., None].astype(x.dtype)
       scores = self._scorer.apply({"params": params["scorer"]}, pooled)
-      scores = jnp.where(length > 0, scores, 0.0)                       # no run -> 0
+      scores = to_score_range(scores, length, self.joint.score_range, self.num_steps)
       out.update(seg_start=runs["best_start"], seg_length=length, pooled=pooled,
                  step_scores=scores, video_score=scores.sum(-1))
       new_state["runs"] = runs

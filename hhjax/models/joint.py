@@ -6,14 +6,18 @@
       -> longest run per step -> average-pooled features -> scorer -> step scores (B, 6)
       -> video score = sum of the step scores (B,)
 
-A step with no run scores 0. Options for the paper's ablations and baselines: which
-features are pooled (`pool_features`: the input features, or the segmenter's last-stage
-features, which sends the score loss's gradient into the segmentation network), the
-scorer (`kas` with learnable or fixed sigmoid, or a per-step `mlp`), and
-`scoring='video'`, which drops segment selection and regresses the video score from the
-whole video (`video_pool`: mean or max pooling + MLP, or an LSTM; see
-`hhjax.models.heads.video`). With `segmenter="none"` (only with `scoring='video'`) the
-model is a pure video-level regressor and has no segmentation outputs.
+Step scores are in the data set's units (`score_range`, a sixth of the video range each,
+`hhjax.models.heads.scorers.to_score_range`); a step with no run scores the bottom of
+its range (0 for the default range 0-6).
+
+Options for the paper's ablations and baselines: which features are pooled
+(`pool_features`: the input features, or the segmenter's last-stage features, which
+sends the score loss's gradient into the segmentation network), the scorer (`kas` with
+learnable or fixed sigmoid, or a per-step `mlp`), and `scoring='video'`, which drops
+segment selection and regresses the video score from the whole video (`video_pool`: mean
+or max pooling + MLP, or an LSTM; see `hhjax.models.heads.video`). With
+`segmenter="none"` (only with `scoring='video'`) the model is a pure video-level
+regressor and has no segmentation outputs.
 
 `create_model(config)` builds it from `config.model`; every segmentation network of
 `hhjax.models.segmenters` plugs in by name, and `JointModel.loss` adds the network's own
@@ -31,7 +35,7 @@ import jax.numpy as jnp
 from hhjax import losses
 from hhjax.models import layers, segmenters
 from hhjax.models.heads.scorers import (KeyActionScorer, MLPScorer, SCORER_KINDS,
-                                        longest_runs, pool_segments)
+                                        longest_runs, pool_segments, to_score_range)
 from hhjax.models.heads.video import VideoRegressor
 
 POOL_FEATURES = ("input", "stage")
@@ -58,6 +62,9 @@ class JointModel(nn.Module):
   scoring: str = "steps"
   video_pool: str = "mean"
   score_dropout_rate: float = 0.0
+  # The video score's (lo, hi): step scores are mapped into (lo/S, hi/S) each
+  # (`to_score_range`). The video-level regressors are not bounded and not rescaled.
+  score_range: tuple[float, float] = (0.0, 6.0)
 
   @nn.compact
   def __call__(self, x, mask, gt_labels=None, *, train: bool = False):
@@ -97,7 +104,7 @@ class JointModel(nn.Module):
                                name="scorer")(pooled)
     else:
       scores = MLPScorer(num_steps, name="scorer")(pooled)
-    scores = jnp.where(length > 0, scores, 0.0)                            # no run -> 0
+    scores = to_score_range(scores, length, self.score_range, num_steps)
     return dict(out, step_scores=scores, video_score=scores.sum(-1), seg_start=start,
                 seg_length=length)
 
@@ -128,4 +135,6 @@ def create_model(config) -> JointModel:
                     learnable_sigmoid=m.learnable_sigmoid, num_branches=m.num_branches,
                     pool_features=m.pool_features, scoring=m.scoring,
                     video_pool=m.get("video_pool", "mean"),
-                    score_dropout_rate=m.score_dropout_rate)
+                    score_dropout_rate=m.score_dropout_rate,
+                    score_range=tuple(float(v) for v in config.dataset.get(
+                        "score_range", (0.0, 6.0))))

@@ -54,7 +54,7 @@ import numpy as np
 
 from hhjax import config as config_lib
 from hhjax import evaluation, reporting
-from hhjax.data import augment, pipeline, splits
+from hhjax.data import augment, layout, pipeline, splits
 from hhjax.models.joint import create_model
 from hhjax.training import checkpointing, metric_writers, state as state_lib, steps
 
@@ -108,18 +108,32 @@ def check_scores_in_range(config, data: splits.SplitData) -> None:
   """Every video score lies in `config.dataset.score_range`.
 
   Raises:
-    ValueError: naming the split, the videos and their scores.
+    hhjax.data.layout.LayoutError: a manual directory's scores.csv has scores outside
+      the range: every such row, by file, line and video.
+    ValueError: otherwise, naming the split, the videos and their scores.
   """
+  if not data.has_scores:   # a segmentation-only data set: no scores to check
+    return
   lo, hi = evaluation.score_range(config)
   bad = [(n, float(s)) for n, s in zip(data.names, data.scores) if not lo <= s <= hi]
-  if bad:
-    listed = ", ".join(f"{n} ({s:g})" for n, s in bad[:5])
-    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-    raise ValueError(
-        f"config.dataset.score_range=({lo:g}, {hi:g}) but split "
-        f"{data.split!r} of {config.dataset.name}/{config.dataset.config} has video "
-        f"scores outside it: {listed}{more} (set config.dataset.score_range to the "
-        "data set's range)")
+  if not bad:
+    return
+  manual_dir = config.dataset.get("manual_dir")
+  scores_file = pathlib.Path(manual_dir or ".") / layout.SCORES_FILE
+  if manual_dir and scores_file.is_file():   # name the rows: file, line and video
+    try:
+      layout.read_scores(scores_file, score_range=(lo, hi))
+    except layout.LayoutError as e:
+      raise layout.LayoutError(
+          [*e.problems, f"(config.dataset.score_range=({lo:g}, {hi:g}); set it to the "
+           "data set's range)"]) from None
+  listed = ", ".join(f"{n} ({s:g})" for n, s in bad[:5])
+  more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+  raise ValueError(
+      f"config.dataset.score_range=({lo:g}, {hi:g}) but split "
+      f"{data.split!r} of {config.dataset.name}/{config.dataset.config} has video "
+      f"scores outside it: {listed}{more} (set config.dataset.score_range to the "
+      "data set's range)")
 
 
 class _LogWindow:

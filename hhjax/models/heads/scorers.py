@@ -15,6 +15,27 @@ from jax import lax
 SCORER_KINDS = ("kas", "mlp")
 
 
+def to_score_range(scores: jnp.ndarray, length: jnp.ndarray,
+                   score_range: tuple[float, float], num_steps: int) -> jnp.ndarray:
+  """Step scores in the data set's units, with a step that has no segment at the bottom.
+
+  A video score in `[lo, hi]` is the sum of `num_steps` step scores, each in
+  `[lo / num_steps, hi / num_steps]`. The scorers' outputs are fractions of that step
+  range (the KAS's lie in (0, 1)), so a step scores `lo / S + (hi - lo) / S * s`; a step
+  with no segment (`length == 0`) scores `lo / S`. For the default range (0, 6) with six
+  steps this is the identity, and a missing step scores 0.
+
+  Args:
+    scores: `(B, S)` scorer outputs.
+    length: `(B, S)` segment lengths (0: the step was not found).
+    score_range: the video score's `(lo, hi)` (`config.dataset.score_range`).
+    num_steps: S.
+  """
+  lo, hi = (float(v) for v in score_range)
+  step_lo, step_width = lo / num_steps, (hi - lo) / num_steps
+  return jnp.where(length > 0, step_lo + step_width * scores, step_lo)
+
+
 def longest_runs(labels: jnp.ndarray, mask: jnp.ndarray, num_steps: int = 6):
   """Longest contiguous run of each step class 1..num_steps.
 
