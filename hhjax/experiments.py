@@ -194,8 +194,19 @@ TABLES: dict[str, dict] = {
                 ("edit", "end to end: predicted segments, stage features",
                  "ground-truth segments, input features",
                  "end-to-end training does not hurt segmentation (edit)", "par")]),
+    "online": dict(
+        title="Online assessment: the causal model against the offline one",
+        rows=[Row("Ours, offline (sees the whole video)", OURS, OURS_PAPER),
+              Row("Ours, causal (online: sees only the past)",
+                  (("model.segmenter", "causal_conv_transformer"),
+                   ("model.scorer", "kas")))],
+        claims=[(m, "Ours, causal (online: sees only the past)",
+                 "Ours, offline (sees the whole video)",
+                 f"assessing online costs little: the causal model is at par in "
+                 f"{LABELS[m]}", "par")
+                for m in ("acc", "edit", "f1@50", "spearman")]),
 }
-TABLE_ORDER = ("6", "8", "9", "10", "11", "12", "13", "joint")
+TABLE_ORDER = ("6", "8", "9", "10", "11", "12", "13", "joint", "online")
 
 BUDGETS = {
     # Every row the same: a few hundred steps, one evaluation at the end.
@@ -401,9 +412,9 @@ def judge_claim(claim: tuple, rows: list[dict]) -> dict:
   """Whether a claim of the paper holds here.
 
   A claim `(metric, subject, other(s), text[, "par"])` holds when the subject's mean
-  is better than each other row's mean (for "par": within two points, or 0.02 for
-  Spearman, or within one sd). The margin and whether it exceeds the seeds' spread are
-  reported.
+  is better than each other row's mean (for "par", "as good as": not worse by more
+  than two points, or 0.02 for Spearman, or one sd). The margin and whether it exceeds
+  the seeds' spread are reported.
   """
   metric, subject, target, text, *mode = claim
   by_name = {r["name"]: r for r in rows}
@@ -421,7 +432,7 @@ def judge_claim(claim: tuple, rows: list[dict]) -> dict:
     spread = np.nanmax([sd, o_sd, 0.0])
     if mode and mode[0] == "par":
       tolerance = max(0.02 if metric == "spearman" else 2.0, spread)
-      ok = abs(mean - o_mean) <= tolerance
+      ok = margin >= -tolerance      # as good as: not worse by more than that
     else:
       ok = margin > 0
     holds &= bool(ok)

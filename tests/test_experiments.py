@@ -92,6 +92,11 @@ def test_claims_by_hand():
   assert lower["verdict"] == "holds"
   par = experiments.judge_claim(("edit", "Ours", "B + MLP", "par", "par"), rows)
   assert par["verdict"] == "holds"   # within two points
+  # "As good as" is one-sided: far better holds, worse by more than two points does not.
+  assert experiments.judge_claim(("edit", "B + MLP", "A + MLP", "par", "par"),
+                                 rows)["verdict"] == "holds"
+  assert experiments.judge_claim(("edit", "A + MLP", "Ours", "par", "par"),
+                                 rows)["verdict"] == "does not hold"
   missing = experiments.judge_claim(("acc", "Ours", "B + MLP", "x"), rows)
   assert missing["verdict"] == "not measured"
 
