@@ -85,10 +85,12 @@ def summarize(results: list[dict], score_range: tuple[float, float] = DEFAULT_SC
   pred = np.array([r["video_score"] for r in results])
   gt = np.array([r["gt_score"] for r in results])
   if has_scores:
+    from hhjax import ranking  # noqa: PLC0415
     out["spearman"] = metrics.spearman(pred, gt)
     out["rl2"] = metrics.relative_l2(pred, gt, *score_range) * 100
+    out["rank_acc"] = ranking.ranking_accuracy(pred, gt) * 100
   else:
-    out["spearman"] = out["rl2"] = float("nan")
+    out["spearman"] = out["rl2"] = out["rank_acc"] = float("nan")
   return out
 
 

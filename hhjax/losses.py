@@ -55,7 +55,8 @@ def _weighted_mean(err, weight):
 
 
 def joint_loss(outputs, batch, *, smooth_weight: float = 0.15, tau: float = 4.0,
-               score_weight: float = 1.0, step_score_weight: float = 0.0):
+               score_weight: float = 1.0, step_score_weight: float = 0.0,
+               ranking_weight: float = 0.0, ranking_margin: float = 1.0):
   """The shared training loss and its parts.
 
   Args:
@@ -67,10 +68,14 @@ def joint_loss(outputs, batch, *, smooth_weight: float = 0.15, tau: float = 4.0,
     smooth_weight, tau, score_weight: loss weights.
     step_score_weight: weight of the per-step score MSE over the steps whose score the
       data gives (0: off).
+    ranking_weight, ranking_margin: weight and margin of the pairwise hinge ranking
+      loss over the batch's pairs of videos with different scores
+      (`hhjax.ranking.pairwise_ranking_loss`; 0: off). It needs batches of two or more
+      videos.
 
   Returns:
     `(loss, parts)` with parts `ce`, `smooth` (where the model segments), `score_mse`
-    and, when on, `step_score_mse` (scalars).
+    and, when on, `step_score_mse` and `ranking` (scalars).
   """
   weight = batch.get("weight")
   loss = 0.0
@@ -92,4 +97,10 @@ def joint_loss(outputs, batch, *, smooth_weight: float = 0.15, tau: float = 4.0,
     step_mse = err.sum() / jnp.maximum(known.sum(), 1.0)
     loss = loss + step_score_weight * step_mse
     parts["step_score_mse"] = step_mse
+  if ranking_weight:
+    from hhjax import ranking  # noqa: PLC0415
+    rank = ranking.pairwise_ranking_loss(outputs["video_score"], batch["score"], weight,
+                                         margin=ranking_margin)
+    loss = loss + ranking_weight * rank
+    parts["ranking"] = rank
   return loss, parts

@@ -10,9 +10,11 @@ import numpy as np
 
 from hhjax.data.layout import ATTRIBUTES
 
-# Columns of Li et al.'s Table VI: segmentation, then assessment.
+# Columns of Li et al.'s Table VI: segmentation, then assessment; then the ranking
+# accuracy of the skill-assessment literature.
 COLUMNS = (("acc", "Acc"), ("edit", "Edit"), ("f1@10", "F1@10"), ("f1@25", "F1@25"),
-           ("f1@50", "F1@50"), ("spearman", "Sp.Corr"), ("rl2", "R-l2(x100)"))
+           ("f1@50", "F1@50"), ("spearman", "Sp.Corr"), ("rl2", "R-l2(x100)"),
+           ("rank_acc", "RankAcc"))   # the share of video pairs ordered right (%)
 
 
 def _cell(key: str, value) -> str:
@@ -43,7 +45,8 @@ SEGMENTER_NAMES = dict(conv_transformer="joint model", mstcn="MS-TCN", mstcn_pp=
                        asrf="ASRF", bcn="BCN", asformer="ASFormer",
                        causal_conv_transformer="causal joint model")
 VIDEO_POOL_NAMES = dict(mean="average pooling + MLP", max="max pooling + MLP",
-                        lstm="LSTM")
+                        lstm="LSTM", action_net="ACTION-NET",
+                        sa_rnn="spatial-attention RNN")
 
 
 def model_name(config) -> str:

@@ -191,3 +191,19 @@ def test_video_level_model_has_only_score_terms():
   assert set(parts) == {"score_mse"}
   np.testing.assert_allclose(float(parts["score_mse"]), want, rtol=1e-5)
   np.testing.assert_allclose(float(loss), 2.0 * want, rtol=1e-5)
+
+
+def test_ranking_term_by_hand():
+  """Videos scored 3, 1, 1 and a filler row; predictions 0.5, 1.0, 2.0, 9.0. Ordered
+  pairs with different scores: (0, 1) and (0, 2); hinge max(0, 1 - (p_i - p_j)) =
+  1.5 and 2.5, mean 2.0. The tie (1, 2) and the filler row count for nothing."""
+  outputs = dict(video_score=jnp.array([0.5, 1.0, 2.0, 9.0]))
+  batch = dict(score=jnp.array([3.0, 1.0, 1.0, 0.0]), weight=jnp.array([1, 1, 1, 0]),
+               labels=jnp.zeros((4, 2), jnp.int32), mask=jnp.ones((4, 2)))
+  base, _ = losses.joint_loss(outputs, batch, score_weight=0.0)
+  loss, parts = losses.joint_loss(outputs, batch, score_weight=0.0, ranking_weight=0.5)
+  np.testing.assert_allclose(parts["ranking"], 2.0, rtol=1e-6)
+  np.testing.assert_allclose(loss - base, 0.5 * 2.0, rtol=1e-6)
+  _, wide = losses.joint_loss(outputs, batch, ranking_weight=1.0, ranking_margin=3.0)
+  np.testing.assert_allclose(wide["ranking"], (3.5 + 4.5) / 2, rtol=1e-6)
+  assert "ranking" not in losses.joint_loss(outputs, batch)[1]
