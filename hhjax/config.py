@@ -59,7 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.pool_features = "input"        # "input" | "stage" features are pooled
   config.model.scoring = "steps"              # "steps" (KAS) | "video" (whole video)
   config.model.video_pool = "mean"            # scoring="video": "mean" | "max" pooling
-                                              # + MLP, or "lstm"
+                                              # + MLP, or "lstm"; or the whole-video
+                                              # assessors "action_net" | "sa_rnn"
   config.model.score_dropout_rate = 0.0
   # Fields of one network only (the shared ones above - num_stages, num_layers,
   # channels, dropout_rate, input_dropout_rate - apply to every network that has them;
@@ -73,6 +74,21 @@ def get_config() -> ml_collections.ConfigDict:
       boundary_weight=0.1, boundary_pos_weight=0.0, boundary_threshold=0.5,
       gstmse_weight=0.0, gstmse_sigma=1.0))
   config.model.asformer = ml_collections.ConfigDict(dict(num_decoders=3, r1=2, r2=2))
+  # Whole-video assessors (video_pool="action_net" | "sa_rnn", with segmenter="none"
+  # and scoring="video"); hhjax/models/heads/{action_net,sa_rnn}.py.
+  config.model.action_net = ml_collections.ConfigDict(dict(
+      num_segments=16, num_frames=16,     # dynamic (segment means) / static instances
+      context="gcn",                      # "gcn" | "none" | "lstm" | "bilstm"
+      pooling="attention",                # "attention" | "mean"
+      adjacency="feature", kernel_scale=1.0, dropout_rate=0.5,
+      # None: every feature dimension; else a (start, stop) slice for that stream
+      dynamic_dims=ml_collections.config_dict.placeholder(tuple),
+      static_dims=ml_collections.config_dict.placeholder(tuple)))
+  config.model.sa_rnn = ml_collections.ConfigDict(dict(
+      num_segments=16,
+      tokens="landmarks",                 # "landmarks" (42 hand-pose tokens) | "grid"
+      grid_size=ml_collections.config_dict.placeholder(int),  # "grid": F = L x C
+      channels=64, attention_dim=32, hidden=128, dropout_rate=0.0))
 
   config.training_segments = "predicted"      # "predicted" | "ground_truth"
 
@@ -81,6 +97,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.tau = 4.0
   config.loss.score_weight = 1.0
   config.loss.step_score_weight = 0.0         # per-step score MSE where the data has them
+  config.loss.ranking_weight = 0.0            # pairwise hinge ranking loss over the
+  config.loss.ranking_margin = 1.0            # batch's videos (needs batch_size >= 2)
 
   config.learning_rate = 5e-4
   config.lr_schedule = "constant"             # "constant" (the paper) | "cosine" decay
@@ -116,7 +134,11 @@ RESUME_SAFE_FIELDS = frozenset({
 
 # Fields added after runs were saved without them, and the value their absence means:
 # a saved config lacking one resumes as if it held that value.
-ABSENT_MEANS = {"dataset.augment": "", "dataset.eval_view": ""}
+ABSENT_MEANS = {"dataset.augment": "", "dataset.eval_view": "",
+                "loss.ranking_weight": 0.0, "loss.ranking_margin": 1.0}
+# Sections added later that only a head added with them reads: a saved config without
+# the whole section resumes as if it held today's values.
+ABSENT_SECTIONS = ("model.action_net.", "model.sa_rnn.")
 
 
 def _flat(tree, prefix=""):
@@ -138,8 +160,10 @@ def resume_conflicts(saved: dict, new: dict) -> list[str]:
   if new_flat.get("lr_schedule") == "cosine":
     safe.discard("num_train_steps")
   out = []
+  sections_absent = {p for p in ABSENT_SECTIONS
+                     if not any(k.startswith(p) for k in old_flat)}
   for key in sorted(set(old_flat) | set(new_flat)):
-    if key in safe:
+    if key in safe or any(key.startswith(p) for p in sections_absent):
       continue
     a = old_flat.get(key, ABSENT_MEANS.get(key, "<absent>"))
     b = new_flat.get(key, ABSENT_MEANS.get(key, "<absent>"))
@@ -155,7 +179,7 @@ def check_config(config) -> None:
   from hhjax.models import segmenters  # noqa: PLC0415
   choices = dict(attention=("linear", "softmax", "none"), scorer=("kas", "mlp"),
                  pool_features=("input", "stage"), scoring=("steps", "video"),
-                 video_pool=("mean", "max", "lstm"),
+                 video_pool=("mean", "max", "lstm", "action_net", "sa_rnn"),
                  segmenter=segmenters.names() + ("none",))
   for field, allowed in choices.items():
     value = config.model[field]
@@ -172,6 +196,15 @@ def check_config(config) -> None:
   if config.dataset.streams not in pipeline.STREAMS:
     raise ValueError(f"config.dataset.streams={config.dataset.streams!r}; expected one "
                      f"of {pipeline.STREAMS}")
+  if config.loss.get("ranking_weight", 0.0):
+    if config.loss.ranking_weight < 0 or config.loss.ranking_margin < 0:
+      raise ValueError("config.loss.ranking_weight and config.loss.ranking_margin must "
+                       f"be >= 0, got {config.loss.ranking_weight}, "
+                       f"{config.loss.ranking_margin}")
+    if config.batch_size < 2:
+      raise ValueError(f"config.loss.ranking_weight={config.loss.ranking_weight} ranks "
+                       f"the videos of a batch against each other, but "
+                       f"config.batch_size={config.batch_size}: set it to 2 or more")
   lo, hi = config.dataset.score_range
   if not lo < hi:
     raise ValueError(f"config.dataset.score_range={tuple(config.dataset.score_range)}: "

@@ -268,3 +268,56 @@ def test_per_stage_logits_and_defaults():
   shapes = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0), x, mask),
                                               x, mask))
   assert shapes["logits"].shape == (4, 1, 16, 7)
+
+
+def test_whole_video_assessors_from_the_config():
+  """video_pool='action_net' / 'sa_rnn' build those heads from config.model.<name>;
+  ACTION-NET's sigmoid is mapped onto the score range; the ranking loss joins in."""
+  from hhjax.models.heads import action_net, sa_rnn  # noqa: PLC0415
+  config = default_config.get_config()
+  config.model.segmenter = "none"
+  config.model.scoring = "video"
+  config.model.video_pool = "action_net"
+  config.model.action_net.num_segments = 3
+  config.model.action_net.num_frames = 2
+  config.dataset.score_range = (2.0, 12.0)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 212)), jnp.float32)
+  mask = jnp.ones((2, 9)).at[1, 6:].set(0)
+  model = create_model(config)
+  params = model.init(jax.random.key(0), x, mask)["params"]
+  out = model.apply({"params": params}, x, mask)
+  head = action_net.ActionNet(num_segments=3, num_frames=2)
+  unit = head.apply({"params": params["video_regressor"]}, x, mask)
+  np.testing.assert_allclose(out["video_score"], 2.0 + 10.0 * np.asarray(unit),
+                             rtol=1e-6)
+  config.model.video_pool = "sa_rnn"
+  config.model.sa_rnn.num_segments = 4
+  model = create_model(config)
+  params = model.init(jax.random.key(0), x, mask)["params"]
+  out = model.apply({"params": params}, x, mask)
+  raw = sa_rnn.SpatialAttentionRNN(num_segments=4).apply(
+      {"params": params["video_regressor"]}, x, mask)
+  np.testing.assert_allclose(out["video_score"], raw, rtol=1e-6)   # unbounded, as is
+  config.loss.ranking_weight = 1.0
+  batch = dict(labels=jnp.zeros((2, 9), jnp.int32), mask=mask, score=jnp.array([5., 3.]))
+  _, parts = model.loss(out, batch, config.loss)
+  np.testing.assert_allclose(parts["ranking"],
+                             max(0.0, 1.0 - float(raw[0] - raw[1])), rtol=1e-5)
+  config.model.sa_rnn.channels_typo = 3
+  with pytest.raises(ValueError, match=r"config\.model\.sa_rnn has unknown field"):
+    create_model(config).init(jax.random.key(0), x, mask)
+
+
+def test_ranking_needs_batches_of_two_and_old_runs_resume():
+  config = default_config.get_config()
+  config.loss.ranking_weight = 1.0
+  with pytest.raises(ValueError, match=r"config\.batch_size=1: set it to 2"):
+    default_config.check_config(config)
+  config.batch_size = 4
+  default_config.check_config(config)
+  # A run saved before the assessors' sections and the ranking loss existed resumes.
+  saved = default_config.get_config().to_dict()
+  del saved["model"]["action_net"], saved["model"]["sa_rnn"]
+  del saved["loss"]["ranking_weight"], saved["loss"]["ranking_margin"]
+  assert default_config.resume_conflicts(saved, default_config.get_config().to_dict()) \
+      == []

@@ -36,7 +36,7 @@ from hhjax import losses
 from hhjax.models import layers, segmenters
 from hhjax.models.heads.scorers import (KeyActionScorer, MLPScorer, SCORER_KINDS,
                                         longest_runs, pool_segments, to_score_range)
-from hhjax.models.heads.video import VideoRegressor
+from hhjax.models.heads.video import BOUNDED_HEADS, build_video_head
 
 POOL_FEATURES = ("input", "stage")
 SCORING = ("steps", "video")
@@ -61,6 +61,8 @@ class JointModel(nn.Module):
   pool_features: str = "input"
   scoring: str = "steps"
   video_pool: str = "mean"
+  # The video-level head's own fields (config.model.action_net / .sa_rnn), as items.
+  video_head_fields: tuple[tuple[str, Any], ...] = ()
   score_dropout_rate: float = 0.0
   # The video score's (lo, hi): step scores are mapped into (lo/S, hi/S) each
   # (`to_score_range`). The video-level regressors are not bounded and not rescaled.
@@ -91,7 +93,12 @@ class JointModel(nn.Module):
                                 deterministic=not train)(pooled_src)
     zeros = jnp.zeros((batch, num_steps), jnp.int32)
     if self.scoring == "video":
-      video = VideoRegressor(self.video_pool, name="video_regressor")(pooled_src, mask)
+      head = build_video_head(self.video_pool, dict(self.video_head_fields),
+                              name="video_regressor")
+      video = head(pooled_src, mask, train=train)
+      if self.video_pool in BOUNDED_HEADS:          # (0, 1) -> the data set's range
+        lo, hi = self.score_range
+        video = lo + (hi - lo) * video
       return dict(out, video_score=video, step_scores=jnp.zeros((batch, num_steps),
                                                                 x.dtype),
                   seg_start=zeros, seg_length=zeros)
@@ -115,7 +122,9 @@ class JointModel(nn.Module):
     loss, parts = losses.joint_loss(
         outputs, batch, smooth_weight=loss_cfg.smooth_weight, tau=loss_cfg.tau,
         score_weight=loss_cfg.score_weight,
-        step_score_weight=loss_cfg.get("step_score_weight", 0.0))
+        step_score_weight=loss_cfg.get("step_score_weight", 0.0),
+        ranking_weight=loss_cfg.get("ranking_weight", 0.0),
+        ranking_margin=loss_cfg.get("ranking_margin", 1.0))
     if self.segmenter is not None:
       mask = losses.example_mask(batch)
       extra = segmenters.loss_terms(self.segmenter, outputs, batch["labels"], mask,
@@ -124,6 +133,17 @@ class JointModel(nn.Module):
         loss = loss + value
         parts[name] = value
     return loss, parts
+
+
+def _head_fields(model_cfg) -> tuple[tuple[str, Any], ...]:
+  """The chosen video-level head's own fields (`config.model.<video_pool>`), as items;
+  unset placeholders (None) are left to the module's defaults."""
+  name = model_cfg.get("video_pool", "mean")
+  section = model_cfg.get(name) if model_cfg.get("scoring") == "video" else None
+  if section is None or not hasattr(section, "items"):
+    return ()
+  return tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                      for k, v in section.items() if v is not None))
 
 
 def create_model(config) -> JointModel:
@@ -135,6 +155,7 @@ def create_model(config) -> JointModel:
                     learnable_sigmoid=m.learnable_sigmoid, num_branches=m.num_branches,
                     pool_features=m.pool_features, scoring=m.scoring,
                     video_pool=m.get("video_pool", "mean"),
+                    video_head_fields=_head_fields(m),
                     score_dropout_rate=m.score_dropout_rate,
                     score_range=tuple(float(v) for v in config.dataset.get(
                         "score_range", (0.0, 6.0))))

@@ -1,4 +1,5 @@
-"""Whole-video score regressors (the video-level rows of Li et al.'s Table VI).
+"""Whole-video score regressors (the video-level rows of Li et al.'s Table VI) and the
+registry of every video-level head (`config.model.video_pool`).
 
 They see a video's features as one sequence and regress its score directly, without
 localising steps:
@@ -10,14 +11,26 @@ localising steps:
 
 Padding never counts: pooling ignores padded frames, and the LSTM stops at each
 video's last valid frame.
+
+`config.model.video_pool` names the head (`VIDEO_HEADS`): the three above, or the
+whole-video assessment models `action_net` (ACTION-NET, Zeng et al. 2020:
+`hhjax.models.heads.action_net`) and `sa_rnn` (the spatial-attention RNN of Li et al.
+2019: `hhjax.models.heads.sa_rnn`), whose fields are in `config.model.<name>`.
+`build_video_head` makes one; every head is called as `head(x, mask, train=train)` and
+returns (B,) scores. ACTION-NET's are in (0, 1) (a sigmoid, `BOUNDED_HEADS`): the joint
+model maps them onto the data set's score range; the others are unbounded.
 """
 
 from __future__ import annotations
+
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 VIDEO_POOLS = ("mean", "max", "lstm")
+VIDEO_HEADS = VIDEO_POOLS + ("action_net", "sa_rnn")
+BOUNDED_HEADS = frozenset({"action_net"})     # outputs in (0, 1)
 
 
 class VideoRegressor(nn.Module):
@@ -28,7 +41,8 @@ class VideoRegressor(nn.Module):
   lstm_hidden: int = 256
 
   @nn.compact
-  def __call__(self, x, mask):
+  def __call__(self, x, mask, *, train: bool = False):
+    del train   # no dropout
     if self.pool not in VIDEO_POOLS:
       raise ValueError(f"config.model.video_pool={self.pool!r}; expected one of "
                        f"{VIDEO_POOLS}")
@@ -46,3 +60,35 @@ class VideoRegressor(nn.Module):
     for i, width in enumerate(self.hidden):
       h = nn.relu(nn.Dense(width, name=f"hidden_{i}")(h))
     return nn.Dense(1, name="out")(h)[:, 0]
+
+
+def build_video_head(kind: str, fields: Mapping[str, Any] | None = None,
+                     **module_kwargs) -> nn.Module:
+  """The video-level head `kind` (one of `VIDEO_HEADS`).
+
+  Args:
+    kind: `config.model.video_pool`.
+    fields: the head's own fields (`config.model.action_net` or `.sa_rnn`); ignored by
+      the pooling and LSTM regressors.
+    **module_kwargs: passed to the module (e.g. `name=`).
+
+  Raises:
+    ValueError: an unknown head, or a field the head does not have.
+  """
+  fields = dict(fields or {})
+  if kind in VIDEO_POOLS:
+    return VideoRegressor(kind, **module_kwargs)
+  if kind == "action_net":
+    from hhjax.models.heads.action_net import ActionNet as cls  # noqa: PLC0415
+  elif kind == "sa_rnn":
+    from hhjax.models.heads.sa_rnn import SpatialAttentionRNN as cls  # noqa: PLC0415
+  else:
+    raise ValueError(f"config.model.video_pool={kind!r}; expected one of {VIDEO_HEADS}")
+  import dataclasses  # noqa: PLC0415
+  known = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+  unknown = sorted(set(fields) - known)
+  if unknown:
+    raise ValueError(f"config.model.{kind} has unknown field(s) {unknown}; "
+                     f"{cls.__name__} takes {sorted(known)}")
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+  return cls(**fields, **module_kwargs)
