@@ -408,27 +408,11 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
   Needs torch (imported here only). Accepts a plain state dict, a {'state_dict': ...}
   wrapper, and `module.`-prefixed (DataParallel) names.
   """
-  try:
-    import torch  # noqa: PLC0415 - optional dependency
-  except ImportError as e:
-    raise ImportError(
-      "reading a PyTorch .pt checkpoint needs torch: `pip install torch` (the CPU build is "
-      "enough), or convert it once where torch is available with "
-      "`save_npz(load_torch_checkpoint(path), 'i3d.npz')` and load the .npz without torch"
-    ) from e
-  obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-  if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-    obj = obj["state_dict"]
-  if not isinstance(obj, Mapping):
-    raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
-  out = {}
-  for name, value in obj.items():
-    if not isinstance(value, torch.Tensor):
-      continue
-    if name.startswith("module."):
-      name = name[len("module."):]
-    out[name] = value.detach().cpu().float().numpy()
-  return out
+  from hhjax.models.backbones.torch_checkpoint import (  # noqa: PLC0415
+      read_torch_state_dict)
+  return read_torch_state_dict(
+      path, "convert it once where torch is available with "
+      "`save_npz(load_torch_checkpoint(path), 'i3d.npz')` and load the .npz without torch")
 
 
 def save_npz(variables_or_state_dict: Mapping[str, Any], path: str | os.PathLike) -> None:

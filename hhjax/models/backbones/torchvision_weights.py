@@ -39,6 +39,7 @@ import numpy as np
 from hhjax.models.backbones.alexnet import AlexNet
 from hhjax.models.backbones.mobilenet_v2 import MobileNetV2
 from hhjax.models.backbones.resnet import ResNet
+from hhjax.models.backbones.torch_checkpoint import read_torch_state_dict
 
 __all__ = [
   "MODEL_NAMES",
@@ -372,27 +373,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
       return {k: np.asarray(data[k], dtype=np.float32) for k in data.files}
   if suffix not in ("pth", "pt"):
     raise ValueError(f"{path}: expected a .pth / .pt (PyTorch) or .npz checkpoint")
-  try:
-    import torch  # noqa: PLC0415 - optional dependency
-  except ImportError as e:
-    raise ImportError(
-      f"reading {path} needs torch: `pip install torch` (the CPU build is enough), or "
-      "convert it where torch is available to an .npz of the same keys "
-      "(np.savez(out, **read_state_dict(path))) and load that instead"
-    ) from e
-  obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-  if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-    obj = obj["state_dict"]
-  if not isinstance(obj, Mapping):
-    raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
-  out = {}
-  for name, value in obj.items():
-    if not hasattr(value, "detach"):
-      continue
-    if name.startswith("module."):
-      name = name[len("module."):]
-    out[name] = _as_numpy(value)
-  return out
+  return read_torch_state_dict(
+      path, "convert it where torch is available to an .npz of the same keys "
+      "(np.savez(out, **read_state_dict(path))) and load that instead")
 
 
 def load_file(
