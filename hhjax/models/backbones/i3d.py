@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hhjax.models.backbones.torch_checkpoint import StateDictMismatchError
+
 __all__ = [
   "BN_EPSILON",
   "MIN_INPUT_FRAMES",
@@ -239,44 +241,14 @@ _LEAF_TO_REF = {
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
 
 
-class CheckpointMismatchError(KeyError, ValueError):
-  """A state dict does not match the InceptionI3d layout (missing, unexpected or misshapen keys).
+class CheckpointMismatchError(StateDictMismatchError):
+  """A state dict does not match the InceptionI3d layout (missing, unexpected or
+  misshapen keys); see `StateDictMismatchError`."""
 
-  Attributes `missing`, `unexpected` (lists of names) and `mismatched`
-  ({name: (expected torch shape, found shape)}) hold the details.
-  """
-
-  def __init__(
-    self,
-    missing: Sequence[str],
-    unexpected: Sequence[str],
-    mismatched: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]],
-    hint: str = "",
-  ):
-    self.missing = list(missing)
-    self.unexpected = list(unexpected)
-    self.mismatched = dict(mismatched)
-    lines = ["state dict does not match InceptionI3d:"]
-    lines += _listing("missing key", [repr(k) for k in self.missing])
-    lines += _listing("unexpected key", [repr(k) for k in self.unexpected])
-    lines += _listing(
-      "misshapen key",
-      [f"{k!r}: expected shape {e}, found {f}" for k, (e, f) in self.mismatched.items()],
-    )
-    if hint:
-      lines.append(hint)
-    self.message = "\n".join(lines)
-    super().__init__(self.message)
-
-  def __str__(self) -> str:  # KeyError would otherwise print the repr of the message
-    return self.message
-
-
-def _listing(what: str, items: Sequence[str], limit: int = 20) -> list[str]:
-  out = [f"  {what} {item}" for item in items[:limit]]
-  if len(items) > limit:
-    out.append(f"  ... and {len(items) - limit} more {what}s")
-  return out
+  def __init__(self, missing: Sequence[str], unexpected: Sequence[str],
+               mismatched: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]],
+               hint: str = ""):
+    super().__init__("InceptionI3d", missing, unexpected, mismatched, hint)
 
 
 def _flax_to_torch_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:

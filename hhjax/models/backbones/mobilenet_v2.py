@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hhjax.models.backbones import torch_layers
+
 __all__ = [
   "BN_EPSILON",
   "BN_MOMENTUM",
@@ -34,9 +36,8 @@ __all__ = [
   "make_divisible",
 ]
 
-BN_EPSILON = 1e-5
-# Flax keeps `momentum` of the old running value; torchvision uses torch momentum 0.1.
-BN_MOMENTUM = 0.9
+BN_EPSILON = torch_layers.BN_EPSILON
+BN_MOMENTUM = torch_layers.BN_MOMENTUM   # torch's momentum 0.1
 # (expansion t, output channels c, repeats n, first stride s) of each block group.
 INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
   (1, 16, 1, 1),
@@ -51,7 +52,7 @@ _ROUND_NEAREST = 8
 
 # torchvision initialises convolutions with kaiming_normal_(mode="fan_out") and the
 # classifier with normal(0, 0.01), zero bias.
-_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+_conv_init = torch_layers.conv_init   # torch's kaiming_normal_(fan_out, relu)
 _dense_init = nn.initializers.normal(0.01)
 
 
@@ -72,29 +73,8 @@ def make_divisible(value: float, divisor: int = _ROUND_NEAREST) -> int:
   return rounded
 
 
-def _conv(
-  features: int, kernel: int, stride: int, name: str, groups: int = 1
-) -> nn.Conv:
-  pad = (kernel - 1) // 2
-  return nn.Conv(
-    features,
-    (kernel, kernel),
-    strides=(stride, stride),
-    padding=((pad, pad), (pad, pad)),
-    feature_group_count=groups,
-    use_bias=False,
-    kernel_init=_conv_init,
-    name=name,
-  )
-
-
-def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
-  return nn.BatchNorm(
-    use_running_average=not train,
-    momentum=BN_MOMENTUM,
-    epsilon=BN_EPSILON,
-    name=name,
-  )
+_conv = torch_layers.conv
+_batch_norm = torch_layers.batch_norm
 
 
 class InvertedResidual(nn.Module):

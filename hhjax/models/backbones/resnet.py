@@ -40,6 +40,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hhjax.models.backbones import torch_layers
+
 __all__ = [
   "BN_EPSILON",
   "BN_MOMENTUM",
@@ -52,9 +54,8 @@ __all__ = [
   "temporal_shift",
 ]
 
-BN_EPSILON = 1e-5
-# Flax keeps `momentum` of the old running value; torchvision uses torch momentum 0.1.
-BN_MOMENTUM = 0.9
+BN_EPSILON = torch_layers.BN_EPSILON
+BN_MOMENTUM = torch_layers.BN_MOMENTUM   # torch's momentum 0.1
 # depth -> (block kind, blocks per stage), as in torchvision.
 DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
   18: ("basic", (2, 2, 2, 2)),
@@ -66,8 +67,7 @@ SHIFT_PLACES = ("residual", "block")
 _STAGE_PLANES = (64, 128, 256, 512)
 _STAGE_STRIDES = (1, 2, 2, 2)
 
-# torchvision initialises convolutions with kaiming_normal_(mode="fan_out", relu).
-_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+_conv_init = torch_layers.conv_init   # torch's kaiming_normal_(fan_out, relu)
 
 
 def shifted_channels(channels: int, fraction: float) -> int:
@@ -129,27 +129,8 @@ def temporal_shift(x: jax.Array, num_segments: int, fraction: float) -> jax.Arra
   return out.reshape(n, h, w, c)
 
 
-def _conv(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
-  """A bias-free k x k convolution with torch's symmetric (k - 1) / 2 padding."""
-  pad = (kernel - 1) // 2
-  return nn.Conv(
-    features,
-    (kernel, kernel),
-    strides=(stride, stride),
-    padding=((pad, pad), (pad, pad)),
-    use_bias=False,
-    kernel_init=_conv_init,
-    name=name,
-  )
-
-
-def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
-  return nn.BatchNorm(
-    use_running_average=not train,
-    momentum=BN_MOMENTUM,
-    epsilon=BN_EPSILON,
-    name=name,
-  )
+_conv = torch_layers.conv
+_batch_norm = torch_layers.batch_norm
 
 
 class _Block(nn.Module):

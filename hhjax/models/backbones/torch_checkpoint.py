@@ -6,9 +6,44 @@ Torch is imported only here, and only when a `.pt` / `.pth` file is read.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+
+class StateDictMismatchError(KeyError, ValueError):
+  """A state dict does not match a module: missing, unexpected or misshapen keys.
+
+  Attributes `missing`, `unexpected` (lists of names) and `mismatched`
+  ({name: (expected torch shape, found shape)}) hold the details; the message lists
+  them (the first 20 of each kind).
+  """
+
+  def __init__(self, model_name: str, missing: Sequence[str], unexpected: Sequence[str],
+               mismatched: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]],
+               hint: str = ""):
+    self.missing = list(missing)
+    self.unexpected = list(unexpected)
+    self.mismatched = dict(mismatched)
+    lines = [f"state dict does not match {model_name}:"]
+    lines += _listing("missing key", [repr(k) for k in self.missing])
+    lines += _listing("unexpected key", [repr(k) for k in self.unexpected])
+    lines += _listing("misshapen key", [f"{k!r}: expected shape {e}, found {f}"
+                                        for k, (e, f) in self.mismatched.items()])
+    if hint:
+      lines.append(hint)
+    self.message = "\n".join(lines)
+    super().__init__(self.message)
+
+  def __str__(self) -> str:  # KeyError would otherwise print the repr of the message
+    return self.message
+
+
+def _listing(what: str, items: Sequence[str], limit: int = 20) -> list[str]:
+  out = [f"  {what} {item}" for item in items[:limit]]
+  if len(items) > limit:
+    out.append(f"  ... and {len(items) - limit} more {what}s")
+  return out
 
 
 def read_torch_state_dict(path: str | os.PathLike, convert_hint: str

@@ -39,7 +39,8 @@ import numpy as np
 from hhjax.models.backbones.alexnet import AlexNet
 from hhjax.models.backbones.mobilenet_v2 import MobileNetV2
 from hhjax.models.backbones.resnet import ResNet
-from hhjax.models.backbones.torch_checkpoint import read_torch_state_dict
+from hhjax.models.backbones.torch_checkpoint import (StateDictMismatchError,
+                                                     read_torch_state_dict)
 
 __all__ = [
   "MODEL_NAMES",
@@ -74,39 +75,9 @@ _LEAF_TO_TORCH = {
 }
 
 
-class WeightMismatchError(KeyError, ValueError):
-  """A state dict does not match a module: missing, unexpected or misshapen keys.
-
-  Attributes `missing`, `unexpected` (lists of torch names) and `mismatched`
-  ({name: (expected torch shape, found shape)}) hold the details; the message lists
-  every one of them.
-  """
-
-  def __init__(
-    self,
-    model_name: str,
-    missing: Sequence[str],
-    unexpected: Sequence[str],
-    mismatched: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]],
-    hint: str = "",
-  ):
-    self.missing = list(missing)
-    self.unexpected = list(unexpected)
-    self.mismatched = dict(mismatched)
-    lines = [f"state dict does not match {model_name}:"]
-    lines += [f"  missing key {k!r}" for k in self.missing]
-    lines += [f"  unexpected key {k!r}" for k in self.unexpected]
-    lines += [
-      f"  misshapen key {k!r}: expected shape {e}, found {f}"
-      for k, (e, f) in self.mismatched.items()
-    ]
-    if hint:
-      lines.append(hint)
-    self.message = "\n".join(lines)
-    super().__init__(self.message)
-
-  def __str__(self) -> str:  # KeyError would otherwise print the repr of the message
-    return self.message
+class WeightMismatchError(StateDictMismatchError):
+  """A state dict does not match a torchvision network (missing, unexpected or
+  misshapen keys, by their torch names); see `StateDictMismatchError`."""
 
 
 def _check_name(model_name: str) -> None:
