@@ -17,9 +17,10 @@ def get_config():
   # frames, so nothing is lost. Predictions are evaluated at the full frame rate.
   config.dataset.frame_stride = 4
   config.dataset.bucket_size = 400   # 1579 / 4 frames at most: one compiled shape
-  # Regularise with channel dropout on the input features (one mask per video,
-  # cheap) instead of dropout in every layer, which costs more than half of a CPU
-  # step in random bits. Without any, the model overfits the 12 training people.
+  # Regularise with channel dropout on the input features (one mask per video)
+  # instead of dropout in every layer (which now costs about 4% of a step: its masks
+  # take a few random bits per element, docs/BENCHMARKS.md). Without any, the model
+  # overfits the 12 training people.
   config.model.dropout_rate = 0.0
   config.model.attention_dropout_rate = 0.0
   config.model.input_dropout_rate = 0.5
