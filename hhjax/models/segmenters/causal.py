@@ -57,6 +57,7 @@ from jax import lax
 from hhjax.models.attention import elu_feature_map
 from hhjax.models.layers import Dropout
 from hhjax.models.segmenters import register
+from hhjax.models.segmenters.conv_transformer import ConvTransformerFields
 from hhjax.models.tcn import masked
 
 CAUSAL_ATTENTION_KINDS = ("linear", "none")
@@ -296,7 +297,7 @@ class CausalStage(nn.Module):
 
 
 @register("causal_conv_transformer")
-class CausalMultiStageModel(nn.Module):
+class CausalMultiStageModel(ConvTransformerFields):
   """Causal multi-stage convolution-transformer (defaults: 4 stages x 10 layers x 64
   channels, linear attention with 4 heads); see the module docstring.
 
@@ -304,16 +305,6 @@ class CausalMultiStageModel(nn.Module):
   logits `(S, B, T, num_classes)` and the last stage's features `(B, T, channels)`.
   `step(cache, x_t)` is the same computation for one new frame.
   """
-
-  num_classes: int = 7
-  num_stages: int = 4
-  num_layers: int = 10
-  channels: int = 64
-  attention: str = "linear"
-  num_heads: int = 4
-  dropout_rate: float = 0.5
-  input_dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.1
 
   def __post_init__(self):
     # Checked at construction, so that `segmenters.build` refuses a bad config at once.

@@ -50,14 +50,9 @@ class TransformerBlock(nn.Module):
     return masked(x + drop(h), mask)
 
 
-@register("conv_transformer")
-class MultiStageModel(nn.Module):
-  """Multi-stage convolution-transformer (defaults: 4 stages x 10 layers x 64 channels).
-
-  `__call__(x, mask)` with `x` (B, T, D) returns `{"logits", "features"}`: per-stage
-  logits `(S, B, T, num_classes)` and the last stage's features `(B, T, channels)`
-  (the segmenter contract of `hhjax.models.segmenters`).
-  """
+class ConvTransformerFields(nn.Module):
+  """The fields (and defaults) of the convolution-transformer, offline and causal:
+  4 stages x 10 layers x 64 channels, linear attention with 4 heads."""
 
   num_classes: int = 7
   num_stages: int = 4
@@ -68,6 +63,16 @@ class MultiStageModel(nn.Module):
   dropout_rate: float = 0.5
   input_dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.1
+
+
+@register("conv_transformer")
+class MultiStageModel(ConvTransformerFields):
+  """Multi-stage convolution-transformer (defaults: 4 stages x 10 layers x 64 channels).
+
+  `__call__(x, mask)` with `x` (B, T, D) returns `{"logits", "features"}`: per-stage
+  logits `(S, B, T, num_classes)` and the last stage's features `(B, T, channels)`
+  (the segmenter contract of `hhjax.models.segmenters`).
+  """
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool = False):
