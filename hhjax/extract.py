@@ -1,13 +1,18 @@
-"""Per-frame features for the HHA300 manual layout: two-stream I3D, or hand pose.
+"""Per-frame features for the HHA300 manual layout: two-stream I3D, hand pose, or
+hand-guided ResNet features.
 
     python -m hhjax.extract --videos DIR --out DIR \\
         --rgb-weights weights/i3d_rgb_imagenet.npz --flow-weights weights/i3d_flow_imagenet.npz
     python -m hhjax.extract --stream handpose --videos DIR --out DIR
+    python -m hhjax.extract --stream hand_guided --videos DIR --out DIR2 \\
+        --hands-from DIR --resnet-weights weights/resnet18.pth
 
 The second form writes the MediaPipe hand-pose stream instead, (212, T) per video; its
-layout is in `hhjax.handpose` (needs `pip install "hhjax[handpose]"`). Everything below
-is about the default `--stream i3d`; resuming, atomic writes and failure reports are the
-same for both.
+layout is in `hhjax.handpose` (needs `pip install "hhjax[handpose]"`). The third writes
+hand-guided ResNet features, a frame stream and two hand cut-out streams placed by the
+hand-pose features of DIR, (F_b + 2 F_h, T) per video; its layout is in
+`hhjax.handguided`. Everything below is about the default `--stream i3d`; resuming,
+atomic writes and failure reports are the same for all three.
 
 writes `<out>/features/<video>.npy`, a (2048, T) float32 array with one column per decoded
 frame (MS-TCN convention): rows 0-1023 are the RGB stream's Mixed_5c features, rows
@@ -101,7 +106,7 @@ __all__ = [
   "settings_differences",
 ]
 
-STREAMS = ("i3d", "handpose")
+STREAMS = ("i3d", "handpose", "hand_guided")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 FEATURE_DIM = i3d.FEATURE_DIM  # per stream
 FEATURES_DIR = "features"
@@ -574,11 +579,20 @@ _RANDOM_REFUSAL = (
 )
 
 
+_RESNET_REFUSAL = (
+  "no ResNet weights given (--resnet-weights). Features from randomly initialised "
+  "networks carry no information about the video; pass --random-weights explicitly "
+  "to run anyway (pipeline tests only). torchvision's ImageNet state dicts "
+  "(resnet18-f37072fd.pth, ...) load as they are with torch installed, or as an .npz "
+  "of the same keys.")
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
     prog="python -m hhjax.extract",
     description="Per-frame features for the HHA300 manual layout: two-stream I3D "
-                "(2048, T) or MediaPipe hand pose (212, T).")
+                "(2048, T), MediaPipe hand pose (212, T) or hand-guided ResNet "
+                "features (F_b + 2 F_h, T).")
   p.add_argument("--videos", required=True, help="directory of videos (or one video file)")
   p.add_argument("--out", required=True, help="output root; features go to <out>/features/")
   p.add_argument("--overwrite", action="store_true",
@@ -588,7 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--stream", choices=STREAMS, default="i3d",
                  help="i3d: RGB + TV-L1 flow I3D features (needs weights); handpose: "
                       "MediaPipe hand landmarks (needs hhjax[handpose]; see "
-                      "hhjax.handpose for the layout)")
+                      "hhjax.handpose for the layout); hand_guided: ResNet features "
+                      "of the frame and of each hand's cut-out (needs --hands-from and "
+                      "weights; see hhjax.handguided)")
   p.add_argument("--hand-model", type=int, choices=(0, 1), default=1,
                  help="handpose: MediaPipe landmark model, 0 lite or 1 full")
   p.add_argument("--workers", type=int, default=1,
@@ -599,16 +615,37 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--random-weights", action="store_true",
                  help="use seeded random weights for missing streams (testing only)")
   p.add_argument("--seed", type=int, default=0, help="seed of --random-weights")
+  p.add_argument("--hands-from",
+                 help="hand_guided: the --out folder of a --stream handpose run over "
+                      "the same videos (hand positions: features/<video>.npy)")
+  p.add_argument("--resnet-weights",
+                 help="hand_guided: torchvision ResNet state dict (.pth with torch, or "
+                      ".npz) for the frame stream, and the hand stream unless "
+                      "--hand-weights is given")
+  p.add_argument("--hand-weights", help="hand_guided: the hand stream's own state dict")
+  p.add_argument("--depth", type=int, default=18,
+                 help="hand_guided: ResNet depth of the frame stream (18, 34, 50, 101)")
+  p.add_argument("--hand-depth", type=int,
+                 help="hand_guided: ResNet depth of the hand stream (default --depth)")
+  p.add_argument("--frame-size", type=int, default=224,
+                 help="hand_guided: side of the frame stream's centre crop")
+  p.add_argument("--hand-size", type=int, default=112,
+                 help="hand_guided: side of the hand stream's input")
+  p.add_argument("--hand-crop", type=int,
+                 help="hand_guided: side of a hand's cut-out in pixels of the original "
+                      "frame, resized to --hand-size (default --hand-size)")
   p.add_argument("--mode", choices=("dense", "fast"), default="dense")
   p.add_argument("--window", type=int, default=21, help="dense: window length (>= 9)")
   p.add_argument("--chunk", type=int, default=64, help="fast: chunk length (multiple of 8)")
   p.add_argument("--margin", type=int, default=16, help="fast: context frames per chunk side")
-  p.add_argument("--batch-size", type=int, default=4, help="windows or chunks per network call")
+  p.add_argument("--batch-size", type=int, default=4,
+                 help="windows or chunks (hand_guided: frames) per network call")
   p.add_argument("--max-frames", type=int, help="only the first N sampled frames of each video")
   p.add_argument("--fps", type=float, help="sampling rate (default: the video's own)")
   p.add_argument("--size", type=int, default=224, help="centre crop side (>= 193)")
   p.add_argument("--short-side", type=int,
-                 help="short side after resizing (default round(size * 8 / 7): 256 for 224)")
+                 help="short side after resizing (default round(size * 8 / 7): 256 for "
+                      "224; hand_guided: --frame-size)")
   p.add_argument("--flow-size", type=int,
                  help="compute TV-L1 at this side, then resize the flow to --size and scale "
                       "its vectors (default: --size)")
@@ -645,6 +682,48 @@ def _load_stream(path: str | None, in_channels: int, seed: int) -> tuple[dict, s
   if path is None:
     return random_variables(in_channels, seed), f"random (seed {seed})"
   return i3d.load_pretrained(path, in_channels=in_channels), os.fspath(path)
+
+
+def _guided_kwargs(args: argparse.Namespace) -> dict:
+  """`HandGuidedExtractor` arguments of a hand_guided run, other than the weights.
+
+  Raises:
+    ValueError: invalid sizes or depths, naming the argument.
+  """
+  from hhjax import handguided  # noqa: PLC0415
+  settings = handguided.resolve_settings(
+    depth=args.depth, hand_depth=args.hand_depth, frame_size=args.frame_size,
+    short_side=args.short_side, hand_size=args.hand_size, hand_crop=args.hand_crop,
+    batch_size=args.batch_size, fps=args.fps, max_frames=args.max_frames,
+    decode_chunk=args.decode_chunk)
+  return {**settings, "hands_dir": args.hands_from}
+
+
+def _load_resnet(path: str | None, depth: int, seed: int) -> tuple[dict, str]:
+  from hhjax import handguided  # noqa: PLC0415
+  if path is None:
+    return handguided.random_variables(depth, seed), f"random (seed {seed})"
+  return handguided.load_variables(path, depth), os.fspath(path)
+
+
+def _hand_pose_run(folder: str) -> dict:
+  """The settings of the `--stream handpose` run whose --out is `folder`.
+
+  Raises:
+    ValueError: no such run there (no manifest, an unreadable one, or another stream).
+  """
+  path = pathlib.Path(folder) / MANIFEST_FILE
+  try:
+    manifest = read_manifest(path)
+  except RefusedError as e:
+    raise ValueError(f"--hands-from: {e}") from e
+  if manifest is None:
+    raise ValueError(f"--hands-from {folder}: no {MANIFEST_FILE} there; it must be the "
+                     f"--out folder of a --stream handpose run")
+  if manifest["settings"].get("stream") != "handpose":
+    raise ValueError(f"--hands-from {folder}: {path} records stream "
+                     f"{manifest['settings'].get('stream')!r}, not 'handpose'")
+  return manifest["settings"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -713,13 +792,17 @@ def provenance(args: argparse.Namespace) -> dict:
   I3D weights are identified by the SHA-256 of their file (a .pt and the .npz converted
   from it count as different), seeded random weights by "random:<seed>" (RGB uses --seed,
   flow --seed + 1). The handpose stream records MediaPipe's installed version, because
-  its hand models ship inside the wheel.
+  its hand models ship inside the wheel. The hand_guided stream identifies its ResNet
+  weights like I3D's (frame stream --seed, hand stream --seed + 1 when random; the
+  hand stream takes --resnet-weights without --hand-weights) and records the settings
+  of the hand-pose run its hand positions come from (`hands_from`).
 
   Args:
     args: parsed `build_parser()` arguments.
 
   Raises:
-    ValueError: invalid I3D settings, or a weights file that cannot be read.
+    ValueError: invalid I3D or hand_guided settings, a weights file that cannot be
+      read, or a --hands-from folder without a hand-pose run.
   """
   settings = {"stream": args.stream, "hhjax": hhjax_version()}
   if args.stream == "handpose":
@@ -732,6 +815,17 @@ def provenance(args: argparse.Namespace) -> dict:
       min_tracking_confidence=kwargs["min_tracking_confidence"],
       fps=kwargs["fps"], max_frames=kwargs["max_frames"],
       frame_size="native (no resize or crop)")
+    return settings
+  if args.stream == "hand_guided":
+    from hhjax import handguided  # noqa: PLC0415
+    kwargs = _guided_kwargs(args)
+    settings.update(
+      feature_dim=handguided.feature_dim(kwargs["depth"], kwargs["hand_depth"]),
+      backbone_weights=_weights_id(args.resnet_weights, args.seed),
+      hand_weights=_weights_id(args.hand_weights or args.resnet_weights, args.seed + 1),
+      **{k: kwargs[k] for k in ("depth", "hand_depth", "frame_size", "short_side",
+                                "hand_size", "hand_crop", "fps", "max_frames")},
+      normalisation="imagenet", hands_from=_hand_pose_run(args.hands_from))
     return settings
   config = config_from_args(args)
   settings.update(
@@ -912,6 +1006,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   """
   parser = build_parser()
   args = parser.parse_args(argv)
+  guided = [f"--{f.replace('_', '-')}" for f in ("hands_from", "resnet_weights",
+                                                 "hand_weights") if getattr(args, f)]
+  if guided and args.stream != "hand_guided":
+    parser.error(f"{', '.join(guided)}: for --stream hand_guided only")
   if args.stream == "handpose":
     given = [f for f in ("rgb_weights", "flow_weights") if getattr(args, f)]
     if given or args.random_weights:
@@ -919,9 +1017,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "i3d; the handpose stream uses MediaPipe's own models")
   else:
     if args.workers != 1:
-      parser.error("--workers is for --stream handpose (I3D uses every core in one "
-                   "process)")
-    if (args.rgb_weights is None or args.flow_weights is None) and not args.random_weights:
+      parser.error("--workers is for --stream handpose (the networks use every core in "
+                   "one process)")
+    if args.stream == "hand_guided":
+      if args.rgb_weights or args.flow_weights:
+        parser.error("--rgb-weights and --flow-weights are for --stream i3d; "
+                     "hand_guided takes --resnet-weights (and --hand-weights)")
+      if args.hands_from is None:
+        parser.error("--stream hand_guided needs --hands-from DIR: the --out folder of "
+                     "a --stream handpose run over the same videos")
+      if args.resnet_weights is None and not args.random_weights:
+        parser.error(_RESNET_REFUSAL)
+    elif ((args.rgb_weights is None or args.flow_weights is None)
+          and not args.random_weights):
       parser.error(_RANDOM_REFUSAL)
   if args.workers < 1:
     parser.error(f"--workers must be >= 1, got {args.workers}")
@@ -967,6 +1075,30 @@ def main(argv: Sequence[str] | None = None) -> int:
       return 1
     print(f"stream handpose: MediaPipe Hands (model {args.hand_model}), "
           f"{handpose.FEATURE_DIM} values per frame", file=sys.stderr)
+  elif args.stream == "hand_guided":
+    from hhjax import handguided  # noqa: PLC0415
+    kwargs = _guided_kwargs(args)
+    hand_path = args.hand_weights or args.resnet_weights
+    try:
+      frame_vars, frame_src = _load_resnet(args.resnet_weights, kwargs["depth"],
+                                           args.seed)
+      if hand_path == args.resnet_weights and hand_path is not None and (
+          kwargs["hand_depth"] == kwargs["depth"]):
+        hand_vars, hand_src = frame_vars, frame_src  # one file for both streams
+      else:
+        hand_vars, hand_src = _load_resnet(hand_path, kwargs["hand_depth"],
+                                           args.seed + 1)
+    except (ImportError, OSError, ValueError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 1
+    if args.resnet_weights is None or hand_path is None:
+      print("WARNING: random weights in use; the features are for pipeline tests only",
+            file=sys.stderr)
+    extractor = handguided.HandGuidedExtractor(frame_vars, hand_vars, **kwargs)
+    print(f"stream hand_guided: frame ResNet-{kwargs['depth']} weights {frame_src}; "
+          f"hand ResNet-{kwargs['hand_depth']} weights {hand_src}; "
+          f"{extractor.feature_dim} values per frame; hands from {args.hands_from}; "
+          f"device {jax.devices()[0].device_kind}", file=sys.stderr)
   else:
     rgb_vars, rgb_src = _load_stream(args.rgb_weights, 3, args.seed)
     flow_vars, flow_src = _load_stream(args.flow_weights, 2, args.seed + 1)
