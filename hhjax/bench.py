@@ -5,6 +5,7 @@ r"""Benchmarks: attention cost against length, model size and FLOPs, training sp
   python -m hhjax.bench train [--config configs/hha300_synthetic.py] [--length 400]
   python -m hhjax.bench long [--length 100000]
   python -m hhjax.bench versus [--lengths 1024 4096]   (against PyTorch; bench_versus.py)
+  python -m hhjax.bench i3d [--frames 64 --size 224]   (I3D against PyTorch; bench_i3d.py)
 
 Every subcommand prints the device and the JAX version, then a table (or, with
 `--json`, one JSON object per line: first an `env` record, then one per result).
@@ -744,6 +745,11 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("versus", parents=[common],
                      help="hhjax vs a PyTorch MS-TCN: train/infer frames/s, memory")
   bench_versus.add_arguments(p)
+
+  from hhjax import bench_i3d  # noqa: PLC0415
+  p = sub.add_parser("i3d", parents=[common],
+                     help="hhjax's I3D forward vs a PyTorch I3D: frames/s, memory")
+  bench_i3d.add_arguments(p)
   return parser
 
 
@@ -762,18 +768,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   elif args.command == "train":
     rows = run_train(args)
     emit(args, env, rows, TRAIN_COLUMNS)
-  elif args.command == "versus":
-    from hhjax import bench_versus  # noqa: PLC0415
+  elif args.command in ("versus", "i3d"):
+    from hhjax import bench_i3d, bench_versus  # noqa: PLC0415
+    against = bench_versus if args.command == "versus" else bench_i3d
     if args.json:   # the env record first; each run's record as soon as it ends
       print(json.dumps(env), flush=True)
-    summary, runs, notes = bench_versus.run(args)
+    summary, runs, notes = against.run(args)
     if args.json:
       for r in summary:
         print(json.dumps(r))
       for n in notes:
         print(json.dumps(dict(record="note", text=n)), flush=True)
     else:
-      emit(args, env, summary, bench_versus.COLUMNS, notes)
+      emit(args, env, summary, against.COLUMNS, notes)
     rows = runs + summary
   else:
     rows = run_long(args)

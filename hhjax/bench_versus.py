@@ -171,7 +171,7 @@ def rss_peak_bytes() -> int:
   return peak if sys.platform == "darwin" else peak * 1024
 
 
-def _timed(fn, steps: int) -> tuple[float, list[float]]:
+def timed(fn, steps: int) -> tuple[float, list[float]]:
   """(seconds of the first call, seconds of each of `steps` further calls)."""
   t0 = time.perf_counter()
   fn()
@@ -211,8 +211,8 @@ def _torch_worker(spec: dict, sizes: Sizes) -> dict:
     with torch.no_grad():
       return model(x, mask)[-1].argmax(1)
 
-  first_train, train_times = _timed(train_step, spec["steps"])
-  first_infer, infer_times = _timed(infer, spec["steps"])
+  first_train, train_times = timed(train_step, spec["steps"])
+  first_infer, infer_times = timed(infer, spec["steps"])
   return dict(framework=f"torch {torch.__version__}", threads=torch.get_num_threads(),
               compile_s=0.0, compile_train_s=0.0, compile_eval_s=0.0, cache_hits=0,
               first_train_s=first_train, first_infer_s=first_infer,
@@ -226,11 +226,14 @@ def bernoulli_keep_mask(key, keep_prob: float, shape):
   return jax.random.bernoulli(key, keep_prob, tuple(shape))
 
 
-def _jax_worker(spec: dict, sizes: Sizes) -> dict:
+def use_compilation_cache(cache_dir: str | None) -> list:
+  """Points this process's JAX at a persistent compilation cache (every executable
+  kept), or turns the cache off when `cache_dir` is empty; returns a list that
+  collects one entry per executable loaded from the cache."""
   import jax  # noqa: PLC0415
 
-  if spec["cache_dir"]:
-    jax.config.update("jax_compilation_cache_dir", spec["cache_dir"])
+  if cache_dir:
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   else:
     jax.config.update("jax_enable_compilation_cache", False)
@@ -238,6 +241,13 @@ def _jax_worker(spec: dict, sizes: Sizes) -> dict:
   jax.monitoring.register_event_listener(
       lambda event, **kw: hits.append(event)
       if event == "/jax/compilation_cache/cache_hits" else None)
+  return hits
+
+
+def _jax_worker(spec: dict, sizes: Sizes) -> dict:
+  import jax  # noqa: PLC0415
+
+  hits = use_compilation_cache(spec["cache_dir"])
 
   from hhjax import config as config_lib  # noqa: PLC0415
   from hhjax.models import layers  # noqa: PLC0415
@@ -291,8 +301,8 @@ def _jax_worker(spec: dict, sizes: Sizes) -> dict:
   def infer():
     jax.block_until_ready(eval_step(holder[0].params, batch))
 
-  first_train, train_times = _timed(train, spec["steps"])
-  first_infer, infer_times = _timed(infer, spec["steps"])
+  first_train, train_times = timed(train, spec["steps"])
+  first_infer, infer_times = timed(infer, spec["steps"])
   return dict(framework=f"jax {jax.__version__}", threads=os.cpu_count(),
               compile_s=compile_train + compile_eval, compile_train_s=compile_train,
               compile_eval_s=compile_eval, cache_hits=len(hits),
@@ -319,18 +329,31 @@ def run_worker_here(spec: dict) -> dict:
   return out
 
 
-def run_worker(spec: dict, timeout_s: float) -> dict:
+def run_worker(spec: dict, timeout_s: float, module: str = "hhjax.bench_versus",
+               torch_worker: bool | None = None) -> dict:
   """Runs one contender in a fresh Python process; returns its record (status
-  "error: ..." with the end of its stderr if it failed)."""
+  "error: ..." with the end of its stderr if it failed).
+
+  Args:
+    spec: the worker's settings (`contender`, `length`, `repeat`, `threads`, ...),
+      passed as JSON to `python -m <module> SPEC`, which prints its record on a line
+      starting with `RESULT_PREFIX`.
+    timeout_s: the worker is stopped (and reported as an error) after this long.
+    module: the worker's module (default: this one, the MS-TCN contenders).
+    torch_worker: whether the worker runs PyTorch (its thread settings below);
+      default: the contender is `torch-mstcn`.
+  """
   env = dict(os.environ)
   threads = str(spec["threads"])
-  if spec["contender"] == REFERENCE:   # PyTorch's intra-op pools
+  if torch_worker is None:
+    torch_worker = spec["contender"] == REFERENCE
+  if torch_worker:   # PyTorch's intra-op pools
     env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     # Waiting OpenMP threads sleep instead of spinning: on a machine shared with other
     # jobs a spinning thread burns the time slice its partner needs, and a PyTorch
     # step can then take ~100x longer (33 s instead of 0.43 s measured here).
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-  cmd = [sys.executable, "-m", "hhjax.bench_versus", json.dumps(spec)]
+  cmd = [sys.executable, "-m", module, json.dumps(spec)]
   base = dict(record="run", contender=spec["contender"], length=spec["length"],
               repeat=spec.get("repeat", 0))
   try:
@@ -366,7 +389,8 @@ def schedule(contenders: Sequence[str], lengths: Sequence[int], repeats: int
   return order
 
 
-def _median(values):
+def median(values):
+  """Median of the values that are not None; None if there are none."""
   values = [v for v in values if v is not None]
   return statistics.median(values) if values else None
 
@@ -394,12 +418,12 @@ def summarize(runs: Sequence[dict]) -> list[dict]:
       later = [r["compile_s"] for r in ok[1:]]
       row.update(
           framework=ok[0]["framework"], params=ok[0].get("params"),
-          train_fps=_median(train), train_fps_min=min(train), train_fps_max=max(train),
-          infer_fps=_median(infer), infer_fps_min=min(infer), infer_fps_max=max(infer),
-          compile_cold_s=ok[0]["compile_s"], compile_cached_s=_median(later),
-          cache_hits_cached=_median([r["cache_hits"] for r in ok[1:]]),
-          rss_peak=_median([r["rss_peak"] for r in ok]),
-          rss_base=_median([r["rss_base"] for r in ok]))
+          train_fps=median(train), train_fps_min=min(train), train_fps_max=max(train),
+          infer_fps=median(infer), infer_fps_min=min(infer), infer_fps_max=max(infer),
+          compile_cold_s=ok[0]["compile_s"], compile_cached_s=median(later),
+          cache_hits_cached=median([r["cache_hits"] for r in ok[1:]]),
+          rss_peak=median([r["rss_peak"] for r in ok]),
+          rss_base=median([r["rss_base"] for r in ok]))
       row.update(rss_peak_mb=row["rss_peak"] / 2**20, rss_base_mb=row["rss_base"] / 2**20)
     rows.append(row)
   for row in rows:
