@@ -663,6 +663,18 @@ def make_frame_features(loaded: export.LoadedModel, options: argparse.Namespace)
   return make_extractor(loaded, options).tracker()
 
 
+def stable_steps(seconds: float, fps: float, frame_stride: int) -> int:
+  """The model steps (every `frame_stride`-th frame at `fps`) a new label must last
+  before online mode reports it: `seconds` of them, at least 1.
+
+  Raises:
+    AssessError: a negative `seconds`.
+  """
+  if not seconds >= 0:
+    raise AssessError(f"--stable-seconds must be >= 0, got {seconds}")
+  return max(1, int(round(seconds * fps / frame_stride)))
+
+
 def assess_online(source: str, *, loaded: export.LoadedModel, out_dir: pathlib.Path,
                   options, thresholds: dict, progress: bool = True) -> dict:
   """Assesses a video file or camera while it plays, then writes the report files.
@@ -696,7 +708,8 @@ def assess_online(source: str, *, loaded: export.LoadedModel, out_dir: pathlib.P
   shown = 0.0
   try:
     with tracker as features:
-      runner = online.OnlineRunner(loaded, features)
+      runner = online.OnlineRunner(loaded, features, stable_steps(
+          options.stable_seconds, fps, int(loaded.config.dataset.frame_stride)))
       try:
         for frame in src.frames:
           stepped = runner.push(frame)
@@ -775,6 +788,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--online", metavar="VIDEO_OR_CAMERA_INDEX",
                  help="assess one stream while it plays, with a causal model: a video "
                       "file, or a camera index (0, 1, ...); Ctrl-C ends a camera")
+  p.add_argument("--stable-seconds", type=float, default=0.5,
+                 help="online: report a new step only once the model has seen it for "
+                      "this long (a causal model flickers without it; 0: every frame's "
+                      "own label; default 0.5)")
   p.add_argument("--realtime", action="store_true",
                  help="--online with a video file: play it at its frame rate")
   p.add_argument("--model", help="model folder written by python -m hhjax.export "

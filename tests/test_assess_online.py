@@ -22,7 +22,7 @@ import pytest
 from hhjax import assess, export, handpose
 from hhjax import video as video_lib
 from hhjax.data import pipeline
-from hhjax.inference.streaming import stream_video
+from hhjax.inference.streaming import debounce_labels, stream_video
 from hhjax.models.joint import create_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -91,7 +91,8 @@ def test_online_report_matches_streaming_and_offline(tmp_path, causal_model,
                                                      fake_frames, capsys):
   out = tmp_path / "out"
   status = assess.main(["--online", str(REAL_CLIP), "--model", str(causal_model),
-                        "--out", str(out), "--max-frames", str(FRAMES)])
+                        "--out", str(out), "--max-frames", str(FRAMES),
+                        "--stable-seconds", "0"])
   captured = capsys.readouterr()
   assert status == 0, captured.err
   assert len(fake_frames) == FRAMES
@@ -135,6 +136,22 @@ def test_online_report_matches_streaming_and_offline(tmp_path, causal_model,
                                                     report["steps"]]
   for suffix in (".png", ".html"):
     assert (out / f"{REAL_CLIP.stem}{suffix}").stat().st_size > 0
+
+  # By default a new label is reported once it has lasted 0.5 s: the committed labels
+  # of `debounce_labels` over the model's steps (every 2nd frame).
+  k = assess.stable_steps(0.5, FPS, 2)
+  stable_dir = tmp_path / "stable"
+  assert assess.main(["--online", str(REAL_CLIP), "--model", str(causal_model), "--out",
+                      str(stable_dir), "--max-frames", str(FRAMES)]) == 0
+  stable = json.loads((stable_dir / f"{REAL_CLIP.stem}.json").read_text())
+  got = np.zeros(FRAMES, np.int64)
+  for s in stable["steps"]:
+    for a, b in s["segments_s"]:
+      got[round(a * FPS):round(b * FPS)] = s["step"]
+  np.testing.assert_array_equal(
+      got, pipeline.upsample(debounce_labels(streamed["labels"], k), 2, FRAMES))
+  with pytest.raises(assess.AssessError, match="stable-seconds"):
+    assess.stable_steps(-1.0, FPS, 2)
 
 
 class _Whole:

@@ -306,3 +306,50 @@ def test_trains_with_the_shared_train_step():
   moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != b)),
                        state.params["segmenter"], before["segmenter"])
   assert all(jax.tree.leaves(moved)), moved
+
+
+def test_debounce_labels_by_hand():
+  raw = [0, 0, 1, 0, 1, 1, 1, 2, 1, 2, 2, 2, 2]
+  # k = 3: the lone 1 (step 2) and the single 2 (step 7) never commit; the run of
+  # three 1s commits at its third step (6), the run of four 2s at its third (11).
+  want = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2]
+  np.testing.assert_array_equal(streaming.debounce_labels(raw, 3), want)
+  np.testing.assert_array_equal(streaming.debounce_labels(raw, 1), raw)
+  with pytest.raises(ValueError, match="min_steps"):
+    streaming.debounce_labels(raw, 0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_debounce_step_follows_the_numpy_definition(k):
+  rng = np.random.default_rng(k)
+  raw = np.where(rng.random((3, 80)) < 0.3, rng.integers(0, 4, (3, 80)),
+                 np.repeat(rng.integers(0, 4, (3, 8)), 10, axis=1))     # runs + noise
+  state = streaming.init_debounce(3)
+  step = jax.jit(streaming.debounce_step, static_argnums=2)
+  got = []
+  for t in range(raw.shape[1]):
+    state, committed = step(state, jnp.asarray(raw[:, t], jnp.int32), k)
+    got.append(np.asarray(committed))
+  got = np.stack(got, axis=1)
+  for b in range(3):
+    np.testing.assert_array_equal(got[b], streaming.debounce_labels(raw[b], k))
+
+
+def test_streaming_with_stable_labels_scores_the_committed_segments():
+  _, model = _tiny_joint()
+  t, d = 50, 6
+  x = np.random.default_rng(7).normal(size=(t, d)).astype(np.float32) * 2
+  params = model.init(jax.random.key(1), x[None], jnp.ones((1, t)))["params"]
+  params = jax.tree.map(lambda a: a * 3.0, params)      # labels that change often
+  plain = streaming.stream_video(model, params, x)
+  stable = streaming.stream_video(model, params, x, min_steps=4)
+  np.testing.assert_array_equal(stable["raw_labels"], plain["labels"])
+  np.testing.assert_array_equal(stable["labels"],
+                                streaming.debounce_labels(plain["labels"], 4))
+  assert (np.diff(stable["labels"]) != 0).sum() < (np.diff(plain["labels"]) != 0).sum()
+  # The running segments are the longest runs of the committed labels.
+  start, length = longest_runs(jnp.asarray(stable["labels"])[None], jnp.ones((1, t)), 6)
+  np.testing.assert_array_equal(stable["seg_start"][-1], start[0])
+  np.testing.assert_array_equal(stable["seg_length"][-1], length[0])
+  with pytest.raises(ValueError, match="min_steps"):
+    streaming.StreamingModel(model, params, min_steps=0)

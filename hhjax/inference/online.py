@@ -170,18 +170,21 @@ class OnlineRunner:
     features: a callable (H, W, 3) uint8 frame -> (D,) features (e.g. a
       `hhjax.handpose.HandTracker`); it sees every frame (tracking needs them all),
       the model every `frame_stride`-th.
+    min_steps: the model steps a new label must last before it is reported
+      (`hhjax.inference.streaming`, stable labels); 1: the raw argmax.
 
   Raises:
     ValueError: the model cannot stream (not causal); says which config it needs.
   """
 
-  def __init__(self, loaded, features: Callable[[np.ndarray], np.ndarray]):
+  def __init__(self, loaded, features: Callable[[np.ndarray], np.ndarray],
+               min_steps: int = 1):
     from hhjax.inference.streaming import StreamingModel  # noqa: PLC0415
     require_causal(loaded)
     self.loaded = loaded
     self.stride = int(loaded.config.dataset.frame_stride)
     self.streams = str(loaded.config.dataset.streams)
-    self.runner = StreamingModel(loaded.model, loaded.params)
+    self.runner = StreamingModel(loaded.model, loaded.params, min_steps)
     self.state = self.runner.init_state(1)
     self.features = features
     self.frames = 0                  # frames seen

@@ -33,6 +33,14 @@ Inputs are what the model was trained on: the same feature streams, at the train
 frame rate (`config.dataset.frame_stride`: feed every k-th frame), standardised with the
 run's `feature_stats.npz` if training standardised them (`stream_video(..., stats=...)`).
 
+Stable labels (`min_steps`). Without the future, a causal model's frame labels
+flicker at step boundaries and within long steps, and every flicker is a segment: on
+held-out real washes the causal model's edit score is half the offline model's
+(docs/ONLINE.md). `StreamingModel(..., min_steps=k)` commits a new label only once it
+has been the argmax for k consecutive steps (`debounce_labels` is the NumPy
+definition): the reported labels lag a change by k - 1 steps, and the running segments
+and scores are those of the committed labels. k = 1 (the default) is the raw argmax.
+
 `benchmark` times the jitted `step` (scripts/bench_streaming.py prints it).
 """
 
@@ -84,6 +92,73 @@ def update_runs(runs: dict, t, labels, features) -> dict:
               best_sum=jnp.where(better[..., None], total, runs["best_sum"]))
 
 
+def debounce_labels(labels, min_steps: int) -> np.ndarray:
+  """The committed labels of a label sequence (the definition `debounce_step` follows).
+
+  The first label is committed at once. Afterwards a label different from the
+  committed one replaces it at the step where it has been seen `min_steps` times in a
+  row; anything else (a shorter run, or a run broken by another label) leaves the
+  committed label as it was.
+
+  Args:
+    labels: (T,) int labels.
+    min_steps: k >= 1; 1 returns `labels` unchanged.
+
+  Returns:
+    (T,) the committed label at each step.
+
+  Raises:
+    ValueError: `min_steps` < 1.
+  """
+  if int(min_steps) < 1:
+    raise ValueError(f"min_steps must be >= 1, got {min_steps}")
+  labels = np.asarray(labels)
+  out = np.empty_like(labels)
+  committed = candidate = labels[0] if labels.size else 0
+  count = 0
+  for t, label in enumerate(labels):
+    if label == committed:
+      count = 0
+    elif label == candidate and count:
+      count += 1
+    else:
+      candidate, count = label, 1
+    if label != committed and count >= min_steps:
+      committed, count = label, 0
+    out[t] = committed
+  return out
+
+
+def init_debounce(batch: int) -> dict:
+  """`debounce_step`'s state before the first frame (nothing committed yet)."""
+  zeros = jnp.zeros((batch,), jnp.int32)
+  return dict(committed=zeros, candidate=zeros, count=zeros,
+              started=jnp.zeros((batch,), bool))
+
+
+def debounce_step(state: dict, labels, min_steps: int) -> tuple[dict, jnp.ndarray]:
+  """One step of `debounce_labels` for a batch of streams (jittable).
+
+  Args:
+    state: `init_debounce`'s dict, or the previous step's.
+    labels: (B,) int32 raw labels of this step.
+    min_steps: k >= 1 (a Python int).
+
+  Returns:
+    `(state, committed)`, committed (B,) int32.
+  """
+  labels = labels.astype(jnp.int32)
+  committed = jnp.where(state["started"], state["committed"], labels)
+  same = labels == committed
+  run = (labels == state["candidate"]) & (state["count"] > 0)
+  count = jnp.where(same, 0, jnp.where(run, state["count"] + 1, 1))
+  switch = ~same & (count >= min_steps)
+  committed = jnp.where(switch, labels, committed)
+  count = jnp.where(switch, 0, count)
+  return dict(committed=committed, candidate=jnp.where(same, committed, labels),
+              count=count, started=jnp.ones_like(state["started"])), committed
+
+
 def _unwrap(params):
   """Accepts the `params` tree or Flax's `{"params": params}` variables."""
   if isinstance(params, dict) or hasattr(params, "keys"):
@@ -99,13 +174,19 @@ class StreamingModel:
     model: a `JointModel` whose segmenter has a frame-by-frame form
       (`causal_conv_transformer`), or such a segmenter alone (then no scores).
     params: the model's parameters (`params` or `{"params": params}`).
+    min_steps: commit a new label after this many consecutive steps of it (module
+      docstring, `debounce_labels`); 1: the raw argmax.
 
   Raises:
     ValueError: the model cannot stream (offline segmenter, no segmenter, or
       `scoring="video"`), or the parameters do not fit it.
   """
 
-  def __init__(self, model, params):
+  def __init__(self, model, params, min_steps: int = 1):
+    if isinstance(min_steps, bool) or not isinstance(min_steps, (int, np.integer)) \
+        or min_steps < 1:
+      raise ValueError(f"min_steps must be an integer >= 1, got {min_steps!r}")
+    self.min_steps = int(min_steps)
     params = _unwrap(params)
     if isinstance(model, JointModel):
       if model.segmenter is None:
@@ -149,7 +230,8 @@ class StreamingModel:
     """The state before the first frame of `batch` videos streamed side by side."""
     if batch < 1:
       raise ValueError(f"batch must be >= 1, got {batch}")
-    state = dict(segmenter=self.segmenter.init_cache(batch))
+    state = dict(segmenter=self.segmenter.init_cache(batch),
+                 debounce=init_debounce(batch))
     if self.joint is not None:
       state["runs"] = init_runs(batch, self.num_steps, self.pooled_dim)
     return state
@@ -162,8 +244,9 @@ class StreamingModel:
       frame_features: `(B, D)` the new frame's features.
 
     Returns:
-      `(state, outputs)` with `logits` (S, B, C) of every stage, `probs` (B, C) and
-      `labels` (B,) int32 of the last stage at this frame, and with a joint model the
+      `(state, outputs)` with `logits` (S, B, C) of every stage, `probs` (B, C),
+      `raw_labels` (B,) int32 (the last stage's argmax at this frame) and `labels`
+      (B,) int32 (the committed labels, `min_steps`), and with a joint model the
       running scores: `seg_start`, `seg_length` (B, num_steps) int32 (longest run of
       each step so far; length 0 = none yet), `pooled` (B, num_steps, F) the mean
       features of those runs, `step_scores` (B, num_steps) (the bottom of the step
@@ -184,9 +267,11 @@ class StreamingModel:
     cache, seg = self.segmenter.apply({"params": seg_params}, state["segmenter"], x,
                                       method="step")
     last = seg["logits"][-1]                                               # (B, C)
-    labels = jnp.argmax(last, axis=-1).astype(jnp.int32)
-    out = dict(logits=seg["logits"], probs=jax.nn.softmax(last, axis=-1), labels=labels)
-    new_state = dict(segmenter=cache)
+    raw = jnp.argmax(last, axis=-1).astype(jnp.int32)
+    debounce, labels = debounce_step(state["debounce"], raw, self.min_steps)
+    out = dict(logits=seg["logits"], probs=jax.nn.softmax(last, axis=-1), labels=labels,
+               raw_labels=raw)
+    new_state = dict(segmenter=cache, debounce=debounce)
     if self.joint is not None:
       pooled_src = x if self.joint.pool_features == "input" else seg["features"]
       runs = update_runs(state["runs"], state["segmenter"]["t"], labels, pooled_src)
@@ -200,7 +285,8 @@ class StreamingModel:
     return new_state, out
 
 
-def stream_video(model, params, features, stats=None) -> dict[str, np.ndarray]:
+def stream_video(model, params, features, stats=None, min_steps: int = 1
+                 ) -> dict[str, np.ndarray]:
   """Runs one video through `StreamingModel.step`, frame by frame.
 
   Args:
@@ -208,9 +294,11 @@ def stream_video(model, params, features, stats=None) -> dict[str, np.ndarray]:
     features: `(T, D)` the video's features (streams and frame rate as in training).
     stats: a `hhjax.data.pipeline.FeatureStats` to standardise them with (the run's
       `feature_stats.npz`, when training standardised its inputs), or None.
+    min_steps: as for `StreamingModel`.
 
   Returns:
-    Per frame t (the state after frame t): `labels` (T,) int32, `probs` (T, C), and
+    Per frame t (the state after frame t): `labels` (T,) int32 (committed),
+    `raw_labels` (T,) int32, `probs` (T, C), and
     with a joint model `step_scores` (T, num_steps), `video_score` (T,), `seg_start`,
     `seg_length` (T, num_steps) int32.
   """
@@ -221,9 +309,9 @@ def stream_video(model, params, features, stats=None) -> dict[str, np.ndarray]:
     raise ValueError("features contain NaN or infinite values")
   if stats is not None:
     features = stats.apply(features)
-  runner = StreamingModel(model, params)
+  runner = StreamingModel(model, params, min_steps)
   state = runner.init_state(1)
-  keys = ("labels", "probs") + (("step_scores", "video_score", "seg_start", "seg_length")
+  keys = ("labels", "raw_labels", "probs") + (("step_scores", "video_score", "seg_start", "seg_length")
                                 if runner.joint is not None else ())
   frames: list[dict[str, Any]] = []
   for t in range(features.shape[0]):
