@@ -49,7 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen.dtypes import promote_dtype
 
-from hhjax.models.backbones.torch_checkpoint import StateDictMismatchError
+from hhjax.models.backbones.torch_checkpoint import (StateDictMismatchError, flatten_tree,
+                                                     set_path)
 
 __all__ = [
   "BN_EPSILON",
@@ -409,7 +410,7 @@ def _flat_layout(variables: Mapping[str, Any]) -> dict[str, tuple[tuple[str, ...
   """{reference name: ((collection, *flax path), leaf)} for every variable of an I3D tree."""
   out = {}
   for collection in ("params", "batch_stats"):
-    flat = _flatten(variables.get(collection, {}))
+    flat = flatten_tree(variables.get(collection, {}))
     for path, leaf in flat.items():
       key = (collection, *path[-2:])
       if key not in _LEAF_TO_REF:
@@ -417,22 +418,6 @@ def _flat_layout(variables: Mapping[str, Any]) -> dict[str, tuple[tuple[str, ...
       name = ".".join((*path[:-2], _LEAF_TO_REF[key]))
       out[name] = ((collection, *path), leaf)
   return out
-
-
-def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, (*prefix, k)))
-    else:
-      out[(*prefix, k)] = v
-  return out
-
-
-def _set_path(tree: dict, path: tuple[str, ...], value: Any) -> None:
-  for k in path[:-1]:
-    tree = tree.setdefault(k, {})
-  tree[path[-1]] = value
 
 
 @functools.lru_cache(maxsize=8)
@@ -484,7 +469,7 @@ def params_from_torch(
       continue
     if path[-1] == "kernel":
       value = value.transpose(2, 3, 4, 1, 0)  # (out, in, t, h, w) -> (t, h, w, in, out)
-    _set_path(variables, path, np.ascontiguousarray(value))
+    set_path(variables, path, np.ascontiguousarray(value))
   if missing or unexpected or mismatched:
     hint = ""
     if any(n.startswith(("Conv3d_1a_7x7.", "logits.")) for n in mismatched):

@@ -7,8 +7,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
+
+def flatten_tree(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()
+                 ) -> dict[tuple[str, ...], Any]:
+  """{path tuple: leaf} of a nested mapping (a Flax variables collection)."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out.update(flatten_tree(value, (*prefix, key)))
+    else:
+      out[(*prefix, key)] = value
+  return out
+
+
+def set_path(tree: dict, path: Sequence[str], value: Any) -> None:
+  """Puts `value` at `path` in a nested dict, making the dicts on the way."""
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value
 
 
 class StateDictMismatchError(KeyError, ValueError):

@@ -40,7 +40,8 @@ from hhjax.models.backbones.alexnet import AlexNet
 from hhjax.models.backbones.mobilenet_v2 import MobileNetV2
 from hhjax.models.backbones.resnet import ResNet
 from hhjax.models.backbones.torch_checkpoint import (StateDictMismatchError,
-                                                     read_torch_state_dict)
+                                                     flatten_tree,
+                                                     read_torch_state_dict, set_path)
 
 __all__ = [
   "MODEL_NAMES",
@@ -129,22 +130,6 @@ def _torch_name(path: Sequence[str]) -> str:
   return ".".join([m.replace("_", ".") for m in modules] + [torch_leaf])
 
 
-def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple, Any]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      out.update(_flatten(value, (*prefix, key)))
-    else:
-      out[(*prefix, key)] = value
-  return out
-
-
-def _set_path(tree: dict, path: Sequence[str], value: Any) -> None:
-  for key in path[:-1]:
-    tree = tree.setdefault(key, {})
-  tree[path[-1]] = value
-
-
 def _to_torch_shape(path: Sequence[str], shape: Sequence[int]) -> tuple[int, ...]:
   if path[-1] == "kernel" and len(shape) == 4:  # (kh, kw, I, O) -> (O, I, kh, kw)
     return (shape[3], shape[2], shape[0], shape[1])
@@ -192,7 +177,7 @@ def _layout_cached(key: tuple) -> dict[str, tuple[tuple[str, ...], tuple[int, ..
   )
   layout = {}
   for collection in ("params", "batch_stats"):
-    for path, leaf in _flatten(abstract.get(collection, {})).items():
+    for path, leaf in flatten_tree(abstract.get(collection, {})).items():
       full = (collection, *path)
       layout[_torch_name(full)] = (full, tuple(leaf.shape))
   return layout
@@ -284,7 +269,7 @@ def load_state_dict(
     if value.shape != expected:
       mismatched[name] = (expected, tuple(value.shape))
       continue
-    _set_path(variables, path, _torch_to_flax(path, value))
+    set_path(variables, path, _torch_to_flax(path, value))
   if missing or unexpected or mismatched:
     raise WeightMismatchError(
       model_name, missing, unexpected, mismatched, _hint(model_name, model, state_dict)
@@ -318,7 +303,7 @@ def state_dict_from_variables(variables: Mapping[str, Any]) -> dict[str, np.ndar
   """
   out = {}
   for collection in ("params", "batch_stats"):
-    for path, leaf in _flatten(variables.get(collection, {})).items():
+    for path, leaf in flatten_tree(variables.get(collection, {})).items():
       full = (collection, *path)
       out[_torch_name(full)] = _flax_to_torch(full, np.asarray(leaf, dtype=np.float32))
   return out
