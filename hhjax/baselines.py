@@ -56,7 +56,8 @@ def per_frame_classifier(train, test, streams: str = "rgb+flow", *, frame_stride
 
 def whole_video_regressor(train, test, streams: str = "rgb+flow", *, seed: int = 0,
                           score_range=(0.0, 6.0)) -> dict[str, float]:
-  """Spearman and relative L2 (x100) of an MLP on mean-pooled video features."""
+  """Spearman, relative L2 (x100) and ranking accuracy (%) of an MLP on mean-pooled
+  video features."""
   def pooled(data):
     x, y = zip(*[(f.mean(0), s) for f, _, s in _videos(data, streams)])
     return np.stack(x), np.asarray(y)
@@ -67,8 +68,10 @@ def whole_video_regressor(train, test, streams: str = "rgb+flow", *, seed: int =
                      random_state=seed)
   reg.fit(scaler.transform(x_train), y_train)
   pred = reg.predict(scaler.transform(x_test))
+  from hhjax import ranking  # noqa: PLC0415
   return dict(spearman=metrics.spearman(pred, y_test),
-              rl2=metrics.relative_l2(pred, y_test, *score_range) * 100)
+              rl2=metrics.relative_l2(pred, y_test, *score_range) * 100,
+              rank_acc=ranking.ranking_accuracy(pred, y_test) * 100)
 
 
 def run_all(train, test, streams: str = "rgb+flow", seed: int = 0,
