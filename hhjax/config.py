@@ -103,6 +103,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.learning_rate = 5e-4
   config.lr_schedule = "constant"             # "constant" (the paper) | "cosine" decay
   config.weight_decay = 0.0
+  config.optimizer = "adam"                   # "adam" (AdamW with weight_decay) | "sgd"
+  config.momentum = 0.9                       # SGD only
+  # Parameter groups at a multiple of the learning rate: "regex=factor,...", matched
+  # against "/"-joined parameter paths, e.g. "video_regressor/head=5" (ACTION-NET).
+  config.lr_multipliers = ""
   config.batch_size = 1                       # global; divisible by the device count
   config.num_train_steps = 1000
   config.log_every_steps = 50
@@ -135,7 +140,8 @@ RESUME_SAFE_FIELDS = frozenset({
 # Fields added after runs were saved without them, and the value their absence means:
 # a saved config lacking one resumes as if it held that value.
 ABSENT_MEANS = {"dataset.augment": "", "dataset.eval_view": "",
-                "loss.ranking_weight": 0.0, "loss.ranking_margin": 1.0}
+                "loss.ranking_weight": 0.0, "loss.ranking_margin": 1.0,
+                "optimizer": "adam", "momentum": 0.9, "lr_multipliers": ""}
 # Sections added later that only a head added with them reads: a saved config without
 # the whole section resumes as if it held today's values.
 ABSENT_SECTIONS = ("model.action_net.", "model.sa_rnn.")
@@ -190,6 +196,11 @@ def check_config(config) -> None:
   if config.lr_schedule not in ("constant", "cosine"):
     raise ValueError(f"config.lr_schedule={config.lr_schedule!r}; expected 'constant' or "
                      "'cosine'")
+  from hhjax.training import state  # noqa: PLC0415
+  if config.get("optimizer", "adam") not in state.OPTIMIZERS:
+    raise ValueError(f"config.optimizer={config.optimizer!r}; expected one of "
+                     f"{state.OPTIMIZERS}")
+  state.parse_lr_multipliers(config.get("lr_multipliers", ""))
   if config.training_segments not in ("predicted", "ground_truth"):
     raise ValueError(f"config.training_segments={config.training_segments!r}; expected "
                      "'predicted' or 'ground_truth'")

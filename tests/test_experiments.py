@@ -123,6 +123,7 @@ def test_every_row_of_every_table_is_a_valid_model(dataset):
   import jax.numpy as jnp  # noqa: PLC0415
   from hhjax import config as config_lib  # noqa: PLC0415
   from hhjax.models.joint import create_model  # noqa: PLC0415
+  from hhjax.training import state  # noqa: PLC0415
   base, _ = experiments.base_config(dataset)
   dim = 212 if dataset == "handwash" else 2048
   seen = set()
@@ -139,4 +140,5 @@ def test_every_row_of_every_table_is_a_valid_model(dataset):
       params = model.init(jax.random.key(0), x, mask)
       out = model.apply(params, x, mask)
       assert out["video_score"].shape == (2,), row.name
-  assert len(seen) >= 9     # three pooling regressors, five ACTION-NETs, the SA-RNN
+      state.create_optimizer(config).init(params["params"])   # its lr groups match
+  assert len(seen) >= 10    # three pooling regressors, six ACTION-NETs, the SA-RNN
