@@ -50,7 +50,7 @@ import numpy as np
 from flax.linen.dtypes import promote_dtype
 
 from hhjax.models.backbones.torch_checkpoint import (StateDictMismatchError, flatten_tree,
-                                                     set_path)
+                                                     map_state_dict)
 
 __all__ = [
   "BN_EPSILON",
@@ -440,6 +440,12 @@ def reference_shapes(in_channels: int = 3, num_classes: int = 400) -> dict[str, 
   }
 
 
+def _torch_kernel_to_flax(path: Sequence[str], value: np.ndarray) -> np.ndarray:
+  if path[-1] == "kernel":
+    return value.transpose(2, 3, 4, 1, 0)  # (out, in, t, h, w) -> (t, h, w, in, out)
+  return value
+
+
 def params_from_torch(
   state_dict: Mapping[str, Any], in_channels: int = 3, num_classes: int = 400
 ) -> dict[str, dict]:
@@ -455,21 +461,8 @@ def params_from_torch(
   """
   layout = _abstract_layout(in_channels, num_classes)
   given = {k: v for k, v in state_dict.items() if not k.endswith(_IGNORED_SUFFIXES)}
-  missing = [name for name in layout if name not in given]
-  unexpected = sorted(name for name in given if name not in layout)
-  mismatched = {}
-  variables: dict[str, dict] = {"params": {}, "batch_stats": {}}
-  for name, (path, flax_shape) in layout.items():
-    if name not in given:
-      continue
-    value = np.asarray(given[name], dtype=np.float32)
-    expected = _flax_to_torch_shape(path, flax_shape)
-    if value.shape != expected:
-      mismatched[name] = (expected, tuple(value.shape))
-      continue
-    if path[-1] == "kernel":
-      value = value.transpose(2, 3, 4, 1, 0)  # (out, in, t, h, w) -> (t, h, w, in, out)
-    set_path(variables, path, np.ascontiguousarray(value))
+  variables, missing, unexpected, mismatched = map_state_dict(
+      layout, given, _flax_to_torch_shape, _torch_kernel_to_flax)
   if missing or unexpected or mismatched:
     hint = ""
     if any(n.startswith(("Conv3d_1a_7x7.", "logits.")) for n in mismatched):

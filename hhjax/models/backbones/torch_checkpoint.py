@@ -6,7 +6,7 @@ Torch is imported only here, and only when a `.pt` / `.pth` file is read.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,42 @@ def set_path(tree: dict, path: Sequence[str], value: Any) -> None:
   for key in path[:-1]:
     tree = tree.setdefault(key, {})
   tree[path[-1]] = value
+
+
+def map_state_dict(
+  layout: Mapping[str, tuple[tuple[str, ...], tuple[int, ...]]],
+  given: Mapping[str, Any],
+  to_torch_shape: Callable[[tuple[str, ...], tuple[int, ...]], tuple[int, ...]],
+  convert: Callable[[tuple[str, ...], np.ndarray], np.ndarray],
+) -> tuple[dict[str, dict], list[str], list[str], dict]:
+  """Fills Flax variables from a state dict, collecting every mismatch at once.
+
+  Args:
+    layout: {torch name: (Flax variables path, Flax shape)} of the module.
+    given: {torch name: array} (NumPy or torch), ignored entries already dropped.
+    to_torch_shape: the torch shape a Flax leaf at `path` of `flax_shape` has.
+    convert: (path, float32 torch-layout array) -> Flax-layout array.
+
+  Returns:
+    (variables {"params", "batch_stats"}, missing names, unexpected names, mismatched
+    {name: (expected torch shape, found shape)}); the caller raises on any mismatch.
+  """
+  missing = [name for name in layout if name not in given]
+  unexpected = sorted(name for name in given if name not in layout)
+  mismatched = {}
+  variables: dict[str, dict] = {"params": {}, "batch_stats": {}}
+  for name, (path, flax_shape) in layout.items():
+    if name not in given:
+      continue
+    value = given[name]
+    value = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach")
+                       else value, dtype=np.float32)
+    expected = tuple(to_torch_shape(path, flax_shape))
+    if value.shape != expected:
+      mismatched[name] = (expected, tuple(value.shape))
+      continue
+    set_path(variables, path, np.ascontiguousarray(convert(path, value)))
+  return variables, missing, unexpected, mismatched
 
 
 class StateDictMismatchError(KeyError, ValueError):

@@ -41,7 +41,7 @@ from hhjax.models.backbones.mobilenet_v2 import MobileNetV2
 from hhjax.models.backbones.resnet import ResNet
 from hhjax.models.backbones.torch_checkpoint import (StateDictMismatchError,
                                                      flatten_tree,
-                                                     read_torch_state_dict, set_path)
+                                                     map_state_dict, read_torch_state_dict)
 
 __all__ = [
   "MODEL_NAMES",
@@ -217,12 +217,6 @@ def expected_shapes(
   }
 
 
-def _as_numpy(value: Any) -> np.ndarray:
-  if hasattr(value, "detach"):  # a torch tensor
-    value = value.detach().cpu().numpy()
-  return np.asarray(value, dtype=np.float32)
-
-
 def load_state_dict(
   model_name: str, state_dict: Mapping[str, Any], *, model: nn.Module | None = None
 ) -> dict[str, dict]:
@@ -257,19 +251,8 @@ def load_state_dict(
     # A features-only module drops the checkpoint's classifier.
     head = _HEAD[model_name]
     given = {k: v for k, v in given.items() if k in layout or not k.startswith(head)}
-  missing = [name for name in layout if name not in given]
-  unexpected = sorted(name for name in given if name not in layout)
-  mismatched = {}
-  variables: dict[str, dict] = {"params": {}, "batch_stats": {}}
-  for name, (path, flax_shape) in layout.items():
-    if name not in given:
-      continue
-    value = _as_numpy(given[name])
-    expected = _to_torch_shape(path, flax_shape)
-    if value.shape != expected:
-      mismatched[name] = (expected, tuple(value.shape))
-      continue
-    set_path(variables, path, _torch_to_flax(path, value))
+  variables, missing, unexpected, mismatched = map_state_dict(
+      layout, given, _to_torch_shape, _torch_to_flax)
   if missing or unexpected or mismatched:
     raise WeightMismatchError(
       model_name, missing, unexpected, mismatched, _hint(model_name, model, state_dict)
