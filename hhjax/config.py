@@ -99,6 +99,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.step_score_weight = 0.0         # per-step score MSE where the data has them
   config.loss.ranking_weight = 0.0            # pairwise hinge ranking loss over the
   config.loss.ranking_margin = 1.0            # batch's videos (needs batch_size >= 2)
+  config.loss.ranking_tie_tolerance = 0.0     # scores this close count as tied
+  config.loss.ranking_tie_weight = 0.0        # tied pairs: 0 skips them, > 0 pulls
+                                              # their predictions together
 
   config.learning_rate = 5e-4
   config.lr_schedule = "constant"             # "constant" (the paper) | "cosine" decay
@@ -141,6 +144,7 @@ RESUME_SAFE_FIELDS = frozenset({
 # a saved config lacking one resumes as if it held that value.
 ABSENT_MEANS = {"dataset.augment": "", "dataset.eval_view": "",
                 "loss.ranking_weight": 0.0, "loss.ranking_margin": 1.0,
+                "loss.ranking_tie_tolerance": 0.0, "loss.ranking_tie_weight": 0.0,
                 "optimizer": "adam", "momentum": 0.9, "lr_multipliers": ""}
 # Sections added later that only a head added with them reads: a saved config without
 # the whole section resumes as if it held today's values.
@@ -208,10 +212,11 @@ def check_config(config) -> None:
     raise ValueError(f"config.dataset.streams={config.dataset.streams!r}; expected one "
                      f"of {pipeline.STREAMS}")
   if config.loss.get("ranking_weight", 0.0):
-    if config.loss.ranking_weight < 0 or config.loss.ranking_margin < 0:
-      raise ValueError("config.loss.ranking_weight and config.loss.ranking_margin must "
-                       f"be >= 0, got {config.loss.ranking_weight}, "
-                       f"{config.loss.ranking_margin}")
+    for field in ("ranking_weight", "ranking_margin", "ranking_tie_tolerance",
+                  "ranking_tie_weight"):
+      if not config.loss.get(field, 0.0) >= 0:
+        raise ValueError(f"config.loss.{field} must be >= 0, got "
+                         f"{config.loss[field]}")
     if config.batch_size < 2:
       raise ValueError(f"config.loss.ranking_weight={config.loss.ranking_weight} ranks "
                        f"the videos of a batch against each other, but "

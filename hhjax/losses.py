@@ -56,7 +56,8 @@ def _weighted_mean(err, weight):
 
 def joint_loss(outputs, batch, *, smooth_weight: float = 0.15, tau: float = 4.0,
                score_weight: float = 1.0, step_score_weight: float = 0.0,
-               ranking_weight: float = 0.0, ranking_margin: float = 1.0):
+               ranking_weight: float = 0.0, ranking_margin: float = 1.0,
+               ranking_tie_tolerance: float = 0.0, ranking_tie_weight: float = 0.0):
   """The shared training loss and its parts.
 
   Args:
@@ -72,6 +73,8 @@ def joint_loss(outputs, batch, *, smooth_weight: float = 0.15, tau: float = 4.0,
       loss over the batch's pairs of videos with different scores
       (`hhjax.ranking.pairwise_ranking_loss`; 0: off). It needs batches of two or more
       videos.
+    ranking_tie_tolerance, ranking_tie_weight: scores this close are tied; tied pairs
+      are skipped (weight 0) or their predictions pulled together by that weight.
 
   Returns:
     `(loss, parts)` with parts `ce`, `smooth` (where the model segments), `score_mse`
@@ -100,7 +103,9 @@ def joint_loss(outputs, batch, *, smooth_weight: float = 0.15, tau: float = 4.0,
   if ranking_weight:
     from hhjax import ranking  # noqa: PLC0415
     rank = ranking.pairwise_ranking_loss(outputs["video_score"], batch["score"], weight,
-                                         margin=ranking_margin)
+                                         margin=ranking_margin,
+                                         tie_tolerance=ranking_tie_tolerance,
+                                         tie_weight=ranking_tie_weight)
     loss = loss + ranking_weight * rank
     parts["ranking"] = rank
   return loss, parts

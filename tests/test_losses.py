@@ -207,3 +207,11 @@ def test_ranking_term_by_hand():
   _, wide = losses.joint_loss(outputs, batch, ranking_weight=1.0, ranking_margin=3.0)
   np.testing.assert_allclose(wide["ranking"], (3.5 + 4.5) / 2, rtol=1e-6)
   assert "ranking" not in losses.joint_loss(outputs, batch)[1]
+  # The tie (1, 2) pulled together: + 0.25 x |1.0 - 2.0| (the filler row still ignored).
+  _, tied = losses.joint_loss(outputs, batch, ranking_weight=1.0, ranking_tie_weight=0.25)
+  np.testing.assert_allclose(tied["ranking"], 2.0 + 0.25 * 1.0, rtol=1e-6)
+  # A tolerance of 2.5 makes 3 vs 1 a tie too: every pair tied, mean |dp| = (0.5 + 1.5
+  # + 1.0) / 3.
+  _, loose = losses.joint_loss(outputs, batch, ranking_weight=1.0, ranking_tie_weight=1.0,
+                               ranking_tie_tolerance=2.5)
+  np.testing.assert_allclose(loose["ranking"], 3.0 / 3, rtol=1e-6)

@@ -315,9 +315,14 @@ def test_ranking_needs_batches_of_two_and_old_runs_resume():
     default_config.check_config(config)
   config.batch_size = 4
   default_config.check_config(config)
+  config.loss.ranking_tie_weight = -0.1
+  with pytest.raises(ValueError, match=r"config\.loss\.ranking_tie_weight must be >= 0"):
+    default_config.check_config(config)
   # A run saved before the assessors' sections and the ranking loss existed resumes.
   saved = default_config.get_config().to_dict()
   del saved["model"]["action_net"], saved["model"]["sa_rnn"]
   del saved["loss"]["ranking_weight"], saved["loss"]["ranking_margin"]
+  del saved["loss"]["ranking_tie_tolerance"], saved["loss"]["ranking_tie_weight"]
+  del saved["optimizer"], saved["momentum"], saved["lr_multipliers"]
   assert default_config.resume_conflicts(saved, default_config.get_config().to_dict()) \
       == []

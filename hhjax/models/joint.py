@@ -124,7 +124,9 @@ class JointModel(nn.Module):
         score_weight=loss_cfg.score_weight,
         step_score_weight=loss_cfg.get("step_score_weight", 0.0),
         ranking_weight=loss_cfg.get("ranking_weight", 0.0),
-        ranking_margin=loss_cfg.get("ranking_margin", 1.0))
+        ranking_margin=loss_cfg.get("ranking_margin", 1.0),
+        ranking_tie_tolerance=loss_cfg.get("ranking_tie_tolerance", 0.0),
+        ranking_tie_weight=loss_cfg.get("ranking_tie_weight", 0.0))
     if self.segmenter is not None:
       mask = losses.example_mask(batch)
       extra = segmenters.loss_terms(self.segmenter, outputs, batch["labels"], mask,
