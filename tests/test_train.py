@@ -75,6 +75,23 @@ def test_loss_is_finite_and_decreases(tiny):
   assert losses[-1] < 0.8 * losses[0], losses
 
 
+def test_state_is_not_donated_on_cpu(tiny):
+  """On CPU the train step keeps the old state's buffers (donating them is slower
+  there: `steps.donate_state`); on an accelerator mesh it would donate them."""
+  data = splits.load_split(tiny, "train")
+  mesh = state_lib.make_mesh()
+  assert not steps.donate_state(mesh)
+  model = create_model(tiny)
+  state = state_lib.create_train_state(tiny, model, splits.feature_dim(tiny, data), mesh)
+  step, _ = steps.compile_steps(tiny, model, mesh)
+  new, _ = step(state, steps.to_device(_batch(tiny, data, [0, 1, 2]), mesh),
+                jax.random.key(0))
+  old = jax.tree.leaves(state.params)
+  assert not any(leaf.is_deleted() for leaf in old)
+  assert any(float(np.abs(np.asarray(a) - np.asarray(b)).max()) > 0
+             for a, b in zip(old, jax.tree.leaves(new.params)))
+
+
 def test_four_devices_match_one_device(tiny):
   assert jax.device_count() == 4, "the root conftest makes four CPU devices"
   data = splits.load_split(tiny, "train")
