@@ -17,6 +17,10 @@ atomic writes and failure reports are the same for all three.
 writes `<out>/features/<video>.npy`, a (2048, T) float32 array with one column per decoded
 frame (MS-TCN convention): rows 0-1023 are the RGB stream's Mixed_5c features, rows
 1024-2047 the flow stream's.
+With `--grid G` each stream keeps a G x G grid of Mixed_5c cells instead of one pooled
+vector (`i3d.grid_features`): (2 G^2 1024, T), the RGB stream's G^2 cells (row-major,
+1024 values each) then the flow stream's; the locations the spatial-attention RNN's
+`tokens="grid"` attends over (`grid_size=G*G` with `dataset.streams="rgb"`).
 
 Per frame t the inputs are the resized, centre-cropped RGB frame (`hhjax.video`, values
 mapped to [-1, 1]) and the TV-L1 flow from frame t to frame t+1 (grey levels, `hhjax.ops.flow`,
@@ -139,6 +143,10 @@ class ExtractConfig:
     flow_warps: TV-L1 warps per pyramid level (default 5).
     flow_scales: TV-L1 pyramid levels (default 5).
     decode_chunk: frames decoded at a time.
+    grid: 0 (default): one pooled 1024-vector per stream and frame; G >= 1: a G x G
+      grid of Mixed_5c cells per stream (`i3d.grid_features`), G * G * 1024 values,
+      location-major, for models that attend over locations (the spatial-attention
+      RNN's `tokens="grid"`, `grid_size=G*G` on one stream). G <= size / 32.
   """
 
   mode: str = "dense"
@@ -156,6 +164,7 @@ class ExtractConfig:
   flow_warps: int = 5
   flow_scales: int = 5
   decode_chunk: int = 32
+  grid: int = 0
 
   def __post_init__(self):
     if self.mode not in ("dense", "fast"):
@@ -170,6 +179,16 @@ class ExtractConfig:
       raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
     if self.flow_size is not None and self.flow_size < 16:
       raise ValueError(f"flow_size must be >= 16, got {self.flow_size}")
+    cells = -(-self.size // 32)   # the Mixed_5c map's side
+    if not 0 <= self.grid <= cells:
+      raise ValueError(f"grid must be 0 (pooled features) or 1..{cells} for a "
+                       f"{self.size} px crop (its Mixed_5c map is {cells} x {cells}), "
+                       f"got {self.grid}")
+
+  @property
+  def stream_dim(self) -> int:
+    """Values per stream and frame: 1024, or grid * grid * 1024."""
+    return FEATURE_DIM * max(self.grid, 1) ** 2
 
   @property
   def resize_to(self) -> int:
@@ -359,21 +378,26 @@ def _num_classes(variables: dict) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _features_fn(num_classes: int, in_channels: int, reduce_time: bool):
-  """Jitted I3D features: (B, L, S, S, C) -> (B, 1024) (reduce_time) or (B, T', 1024).
+def _features_fn(num_classes: int, in_channels: int, reduce_time: bool, grid: int = 0):
+  """Jitted I3D features: (B, L, S, S, C) -> (B, D) (reduce_time) or (B, T', D), with
+  D = 1024, or D = grid * grid * 1024 for a spatial grid (`i3d.grid_features`).
 
   RGB input (C = 3) is uint8 and mapped to [-1, 1] here; flow input is already in [-1, 1].
   Cached so that extractors with the same settings share one compilation.
   """
-  model = i3d.InceptionI3d(num_classes=num_classes, in_channels=in_channels)
+  model = i3d.InceptionI3d(num_classes=num_classes, in_channels=in_channels,
+                           final_endpoint="Mixed_5c" if grid else "Logits")
 
   @jax.jit
   def fn(variables, x):
     if in_channels == 3:
       x = x.astype(jnp.float32) / 127.5 - 1.0
-    _, f = model.apply(variables, x, train=False)  # (B, T', [H', W',] 1024)
-    if f.ndim == 5:
-      f = f.mean(axis=(2, 3))  # inputs above 224 px keep a spatial grid: average it
+    if grid:
+      f = i3d.grid_features(model.apply(variables, x, train=False), grid)
+    else:
+      _, f = model.apply(variables, x, train=False)  # (B, T', [H', W',] 1024)
+      if f.ndim == 5:
+        f = f.mean(axis=(2, 3))  # inputs above 224 px keep a spatial grid: average it
     return f.mean(axis=1) if reduce_time else f
 
   return fn
@@ -423,8 +447,8 @@ class FeatureExtractor:
     self.rgb_variables = rgb_variables
     self.flow_variables = flow_variables
     dense = config.mode == "dense"
-    self._rgb_fn = _features_fn(_num_classes(rgb_variables), 3, dense)
-    self._flow_fn = _features_fn(_num_classes(flow_variables), 2, dense)
+    self._rgb_fn = _features_fn(_num_classes(rgb_variables), 3, dense, config.grid)
+    self._flow_fn = _features_fn(_num_classes(flow_variables), 2, dense, config.grid)
     self._pair_flow = _pair_flow_fn(config.size, config.flow_size or config.size,
                                     config.flow_scales, config.flow_warps,
                                     config.flow_iterations, config.flow_outer)
@@ -654,6 +678,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--flow-warps", type=int, default=5, help="TV-L1 warps per level")
   p.add_argument("--flow-scales", type=int, default=5, help="TV-L1 pyramid levels")
   p.add_argument("--decode-chunk", type=int, default=32, help="frames decoded at a time")
+  p.add_argument("--grid", type=int, default=0,
+                 help="i3d: write a G x G grid of Mixed_5c cells per stream "
+                      "(G*G*1024 values, location-major) instead of one pooled vector; "
+                      "for the spatial-attention RNN's tokens='grid' (default 0: pooled)")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
   return p
 
@@ -666,7 +694,7 @@ def config_from_args(args: argparse.Namespace) -> ExtractConfig:
     max_frames=args.max_frames, flow_size=args.flow_size,
     flow_iterations=args.flow_iterations, flow_outer=args.flow_outer,
     flow_warps=args.flow_warps, flow_scales=args.flow_scales,
-    decode_chunk=args.decode_chunk)
+    decode_chunk=args.decode_chunk, grid=args.grid)
 
 
 def _hand_kwargs(args: argparse.Namespace) -> dict:
@@ -829,7 +857,7 @@ def provenance(args: argparse.Namespace) -> dict:
     return settings
   config = config_from_args(args)
   settings.update(
-    feature_dim=2 * FEATURE_DIM,
+    feature_dim=2 * config.stream_dim,
     rgb_weights=_weights_id(args.rgb_weights, args.seed),
     flow_weights=_weights_id(args.flow_weights, args.seed + 1),
     mode=config.mode)
@@ -842,6 +870,8 @@ def provenance(args: argparse.Namespace) -> dict:
     crop=config.size, flow_size=config.flow_size or config.size,
     flow_iterations=config.flow_iterations, flow_outer=config.flow_outer,
     flow_warps=config.flow_warps, flow_scales=config.flow_scales)
+  if config.grid:   # recorded only when set, so older manifests still match
+    settings["grid"] = config.grid
   return settings
 
 
@@ -1033,6 +1063,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       parser.error(_RANDOM_REFUSAL)
   if args.workers < 1:
     parser.error(f"--workers must be >= 1, got {args.workers}")
+  if args.grid and args.stream != "i3d":
+    parser.error(f"--grid is for --stream i3d (a grid of I3D cells), not {args.stream}")
   try:
     config = config_from_args(args)
     videos = find_videos(args.videos)
@@ -1105,7 +1137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.random_weights and (args.rgb_weights is None or args.flow_weights is None):
       print("WARNING: random weights in use; the features are for pipeline tests only",
             file=sys.stderr)
+    layout = (f"{config.grid} x {config.grid} grid, " if config.grid else "")
     print(f"rgb weights: {rgb_src}; flow weights: {flow_src}; mode {config.mode}; "
+          f"{layout}{2 * config.stream_dim} values per frame; "
           f"device {jax.devices()[0].device_kind}", file=sys.stderr)
     extractor = FeatureExtractor(rgb_vars, flow_vars, config)
 

@@ -145,3 +145,69 @@ def test_command_line_on_real_clips(tmp_path, capsys):
   assert (features_dir / "clip0.npy").stat().st_mtime_ns == mtime
   np.testing.assert_array_equal(np.load(features_dir / "clip1.npy"), first["clip1"])
   assert not list(features_dir.glob(".*tmp"))
+
+
+def _grid_reference(fmap: np.ndarray, grid: int) -> np.ndarray:
+  """A loop-by-loop transcription: pairs of time positions averaged, then each cell
+  the mean over rows floor(i H / G) .. ceil((i + 1) H / G) - 1 and the same for
+  columns; cells row-major, channels last."""
+  b, t, h, w, c = fmap.shape
+  out = np.zeros((b, t - 1, grid, grid, c))
+  for j in range(t - 1):
+    pair = (fmap[:, j] + fmap[:, j + 1]) / 2
+    for gy in range(grid):
+      for gx in range(grid):
+        r0, r1 = int(np.floor(gy * h / grid)), int(np.ceil((gy + 1) * h / grid))
+        c0, c1 = int(np.floor(gx * w / grid)), int(np.ceil((gx + 1) * w / grid))
+        out[:, j, gy, gx] = pair[:, r0:r1, c0:c1].mean(axis=(1, 2))
+  return out.reshape(b, t - 1, grid * grid * c)
+
+
+@pytest.mark.parametrize("grid", [1, 2, 3, 7])
+def test_grid_features_match_a_loop_transcription(grid):
+  from hhjax.models.backbones import i3d  # noqa: PLC0415
+  fmap = np.random.default_rng(grid).normal(size=(2, 3, 7, 7, 5)).astype(np.float32)
+  got = np.asarray(i3d.grid_features(fmap, grid))
+  np.testing.assert_allclose(got, _grid_reference(fmap, grid), rtol=1e-5, atol=1e-6)
+
+
+def test_one_cell_grid_is_the_pooled_feature():
+  import flax.linen as nn  # noqa: PLC0415
+  from hhjax.models.backbones import i3d  # noqa: PLC0415
+  fmap = np.random.default_rng(0).normal(size=(1, 4, 7, 7, 6)).astype(np.float32)
+  pooled = nn.avg_pool(fmap, (2, 7, 7), strides=(1, 1, 1), padding="VALID")[:, :, 0, 0]
+  np.testing.assert_allclose(np.asarray(i3d.grid_features(fmap, 1)), pooled, rtol=1e-5,
+                             atol=1e-6)
+  with pytest.raises(ValueError, match="grid=8"):
+    i3d.grid_features(fmap, 8)
+
+
+def test_grid_settings_are_checked_and_recorded(tmp_path):
+  with pytest.raises(ValueError, match="grid must be 0 .* or 1..7 for a 224 px crop"):
+    extract.ExtractConfig(grid=8)
+  assert extract.ExtractConfig(grid=3).stream_dim == 9 * 1024
+  base = ["--videos", str(tmp_path), "--out", str(tmp_path / "o"), "--random-weights"]
+  args = extract.build_parser().parse_args(base + ["--grid", "2"])
+  settings = extract.provenance(args)
+  assert settings["grid"] == 2 and settings["feature_dim"] == 2 * 4 * 1024
+  assert "grid" not in extract.provenance(extract.build_parser().parse_args(base))
+  with pytest.raises(SystemExit):
+    extract.main(["--stream", "handpose", "--videos", str(tmp_path), "--out",
+                  str(tmp_path / "o"), "--grid", "2"])
+
+
+def test_extractor_writes_the_grid_of_the_mixed_5c_map():
+  """The extractor's grid path (uint8 scaling, the network up to Mixed_5c, the grid,
+  the window mean) against the map computed directly and pooled by the loop reference."""
+  import jax  # noqa: PLC0415
+  from hhjax.models.backbones import i3d  # noqa: PLC0415
+  variables = extract.random_variables(3, seed=0)
+  # 64 px: a 2 x 2 Mixed_5c map (the grid path takes any size), cheap to run.
+  frames = np.random.default_rng(0).integers(0, 256, size=(1, 9, 64, 64, 3), dtype=np.uint8)
+  got = np.asarray(extract._features_fn(400, 3, True, 2)(variables, frames))
+  model = i3d.InceptionI3d(final_endpoint="Mixed_5c")
+  fmap = np.asarray(jax.jit(model.apply)(variables,
+                                         frames.astype(np.float32) / 127.5 - 1.0))
+  want = _grid_reference(fmap, 2).mean(axis=1)
+  assert got.shape == (1, 4 * 1024)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

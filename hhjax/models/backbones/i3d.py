@@ -61,7 +61,9 @@ __all__ = [
   "InceptionI3d",
   "InceptionModule",
   "Unit3D",
+  "adaptive_bins",
   "conv3d_same",
+  "grid_features",
   "load_npz",
   "load_pretrained",
   "load_torch_checkpoint",
@@ -373,6 +375,42 @@ class InceptionI3d(nn.Module):
       features = features[:, :, 0, 0, :]  # (B, T', 1024)
     return logits, features
 
+
+
+def adaptive_bins(size: int, grid: int) -> list[tuple[int, int]]:
+  """[start, end) of each of `grid` bins over `size` cells, as PyTorch's adaptive
+  average pooling splits them: start = floor(i size / grid), end = ceil((i + 1) size /
+  grid) (neighbouring bins overlap when `grid` does not divide `size`)."""
+  return [((i * size) // grid, -(-((i + 1) * size) // grid)) for i in range(grid)]
+
+
+def grid_features(feature_map: jax.Array, grid: int) -> jax.Array:
+  """A spatial grid of I3D features: the Mixed_5c map (B, T, H, W, C) -> (B, T - 1,
+  grid * grid * C).
+
+  Time is pooled as the classifier's features are (width 2, stride 1), so output
+  position j has the same receptive field as `features[:, j]`; space is pooled to
+  `grid` x `grid` cells by `adaptive_bins`. Cells are written row-major (top-left
+  first), each cell's C channels together: the location-major layout the
+  spatial-attention RNN's `tokens="grid"` reads (`grid_size=grid**2`). With `grid=1`
+  on a 7 x 7 map (inputs of 193-224 px) this is exactly the pooled `features`.
+
+  Raises:
+    ValueError: `grid` below 1 or above the map's height or width, or a map with fewer
+      than 2 time positions.
+  """
+  _, t, h, w, _ = feature_map.shape
+  if not 1 <= grid <= min(h, w):
+    raise ValueError(f"grid={grid}: needs 1 <= grid <= {min(h, w)} for a Mixed_5c map of "
+                     f"{h} x {w} cells")
+  if t < 2:
+    raise ValueError(f"grid features need >= 2 Mixed_5c time positions, got {t}")
+  x = 0.5 * (feature_map[:, 1:] + feature_map[:, :-1])                # (B, T-1, H, W, C)
+  rows = jnp.stack([x[:, :, a:b].mean(axis=2) for a, b in adaptive_bins(h, grid)],
+                   axis=2)                                             # (B, T-1, G, W, C)
+  cells = jnp.stack([rows[:, :, :, a:b].mean(axis=3) for a, b in adaptive_bins(w, grid)],
+                    axis=3)                                            # (B, T-1, G, G, C)
+  return cells.reshape(*cells.shape[:2], -1)
 
 # --------------------------------------------------------------------------------------
 # Reference (PyTorch) names <-> Flax variables.

@@ -16,7 +16,9 @@ Spatial tokens. The model attends over L locations of C channels per frame:
   flag (`landmark_tokens`).
 * `tokens="grid"`: the frame's features are a flattened feature map, L = `grid_size`
   locations of C = F / L channels each, location-major (e.g. a 7 x 7 x 1024 map
-  written in (H, W, C) order: `grid_size=49`).
+  written in (H, W, C) order: `grid_size=49`). `python -m hhjax.extract --grid G`
+  writes such maps from I3D's Mixed_5c (G x G cells per stream: `grid_size=G*G` with
+  `dataset.streams="rgb"`).
 * `tokens="auto"`: "landmarks" for 212-d hand-pose features, else "grid" (so one
   config serves both streams; on features with no spatial layout, such as pooled I3D
   vectors, the grid's "locations" are just equal chunks of the vector).
