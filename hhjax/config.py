@@ -201,10 +201,7 @@ def check_config(config) -> None:
     raise ValueError(f"config.lr_schedule={config.lr_schedule!r}; expected 'constant' or "
                      "'cosine'")
   from hhjax.training import state  # noqa: PLC0415
-  if config.get("optimizer", "adam") not in state.OPTIMIZERS:
-    raise ValueError(f"config.optimizer={config.optimizer!r}; expected one of "
-                     f"{state.OPTIMIZERS}")
-  state.parse_lr_multipliers(config.get("lr_multipliers", ""))
+  state.check_optimizer(config)
   if config.training_segments not in ("predicted", "ground_truth"):
     raise ValueError(f"config.training_segments={config.training_segments!r}; expected "
                      "'predicted' or 'ground_truth'")

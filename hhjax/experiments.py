@@ -99,8 +99,9 @@ ACTION_NET = _video("action_net")
 # context-aware attention modules and 0.05 for the score head. Its rates are for an MSE
 # on scores in [0, 1]; here the sigmoid is stretched to the data's 0-6 range, which
 # makes every gradient (6 - 0)^2 = 36 times larger, so the rates are divided by 36 and
-# the L2 decay (added to the gradient) multiplied by 36 to take the same steps. (At 0.01 / 0.05 as written, the sigmoid saturates within the
-# first steps on the real washes: every video scored 6.0, gradient norm 0.)
+# the L2 decay (added to the gradient) multiplied by 36 to take the same steps. (At
+# 0.01 / 0.05 as written, the sigmoid saturates within the first steps on the real
+# washes: every video scored 6.0, gradient norm 0.)
 ACTION_NET_SCORE_SCALE = 36.0
 ACTION_NET_SGD = ACTION_NET + (
     ("optimizer", "sgd"), ("momentum", 0.9),

@@ -311,8 +311,9 @@ def stream_video(model, params, features, stats=None, min_steps: int = 1
     features = stats.apply(features)
   runner = StreamingModel(model, params, min_steps)
   state = runner.init_state(1)
-  keys = ("labels", "raw_labels", "probs") + (("step_scores", "video_score", "seg_start", "seg_length")
-                                if runner.joint is not None else ())
+  joint_keys = ("step_scores", "video_score", "seg_start", "seg_length")
+  keys = ("labels", "raw_labels", "probs") + (joint_keys if runner.joint is not None
+                                              else ())
   frames: list[dict[str, Any]] = []
   for t in range(features.shape[0]):
     state, out = runner.step(state, features[t:t + 1])

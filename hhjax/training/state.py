@@ -31,20 +31,29 @@ def parse_lr_multipliers(spec: str) -> list[tuple[str, float]]:
   out = []
   for item in filter(None, (part.strip() for part in spec.split(","))):
     pattern, sep, factor = item.rpartition("=")
-    if not sep or not pattern:
-      raise ValueError(f"config.lr_multipliers={spec!r}: {item!r} needs a pattern and "
-                       "a factor > 0, as in 'video_regressor/head=5'")
-    try:
-      value = float(factor)
-      re.compile(pattern)
-    except (ValueError, re.error) as e:
-      raise ValueError(f"config.lr_multipliers={spec!r}: {item!r} is not "
-                       f"'<regex>=<factor>' ({e})") from None
-    if not value > 0:
+    value = None
+    if sep and pattern:
+      try:
+        value = float(factor)
+        re.compile(pattern)
+      except (ValueError, re.error) as e:
+        raise ValueError(f"config.lr_multipliers={spec!r}: {item!r} is not "
+                         f"'<regex>=<factor>' ({e})") from None
+    if value is None or not value > 0:
       raise ValueError(f"config.lr_multipliers={spec!r}: {item!r} needs a pattern and "
                        "a factor > 0, as in 'video_regressor/head=5'")
     out.append((pattern, value))
   return out
+
+
+def check_optimizer(config) -> None:
+  """Raises a ValueError naming the field for an unknown `config.optimizer` or a
+  malformed `config.lr_multipliers` (which parameters they match is checked when the
+  optimiser meets the model's parameters)."""
+  kind = config.get("optimizer", "adam")
+  if kind not in OPTIMIZERS:
+    raise ValueError(f"config.optimizer={kind!r}; expected one of {OPTIMIZERS}")
+  parse_lr_multipliers(config.get("lr_multipliers", ""))
 
 
 def lr_factors(params, spec: str):
@@ -99,10 +108,8 @@ def create_optimizer(config) -> optax.GradientTransformation:
   lr = config.learning_rate
   if config.lr_schedule == "cosine":
     lr = optax.cosine_decay_schedule(config.learning_rate, config.num_train_steps)
-  kind = config.get("optimizer", "adam")
-  if kind not in OPTIMIZERS:
-    raise ValueError(f"config.optimizer={kind!r}; expected one of {OPTIMIZERS}")
-  if kind == "sgd":
+  check_optimizer(config)
+  if config.get("optimizer", "adam") == "sgd":
     tx = optax.chain(optax.add_decayed_weights(config.weight_decay),
                      optax.sgd(lr, momentum=config.get("momentum", 0.9) or None))
   elif config.weight_decay:

@@ -48,9 +48,9 @@ def eval_step(params, batch: dict, *, model):
 def donate_state(mesh) -> bool:
   """Whether the train step donates the old state's buffers to the new one.
 
-  On accelerators donation halves the state's memory. On CPU it is off: XLA's CPU
-  backend then writes the updated parameters and Adam moments in place, and that costs
-  time, not memory worth saving. Measured (2-core CPU, batch 1, one process, 15
+  On accelerators donation halves the state's memory. On CPU it is off: there the
+  donated step was measured slower, and the state (a few MB) is not memory worth
+  saving. Measured (2-core CPU, batch 1, one process, 15
   interleaved steps, `python -m hhjax.bench versus`-sized models): joint model without
   attention, T = 1024: 345 ms donated against 267 ms not; joint model T = 4096: 1293 ms
   against 1134 ms; MS-TCN T = 1024: 235 ms against 208 ms.
