@@ -161,13 +161,14 @@ def _flat(tree, prefix=""):
   return out
 
 
-def resume_conflicts(saved: dict, new: dict) -> list[str]:
+def resume_conflicts(saved: dict, new: dict, finished: bool = False) -> list[str]:
   """`field: old -> new` for every field whose change would mix two runs.
 
-  `num_train_steps` is safe unless the learning rate decays over it (cosine)."""
+  `num_train_steps` is safe unless the learning rate decays over it (cosine), or the
+  saved run is `finished` and its results are to be read back as the new config's."""
   old_flat, new_flat = _flat(saved), _flat(new)
   safe = set(RESUME_SAFE_FIELDS)
-  if new_flat.get("lr_schedule") == "cosine":
+  if finished or new_flat.get("lr_schedule") == "cosine":
     safe.discard("num_train_steps")
   out = []
   sections_absent = {p for p in ABSENT_SECTIONS

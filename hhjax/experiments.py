@@ -3,6 +3,7 @@ r"""The paper's comparisons in one command: every row of Li et al.'s Tables VI-X
   python -m hhjax.experiments 6 --dataset synthetic --seeds 3 --budget quick --out runs/tables
   python -m hhjax.experiments all --dataset handwash --seeds 3 --out runs/tables_real
   python -m hhjax.experiments 12 --dataset /path/to/manual_dir --budget full
+  python -m hhjax.experiments 6 --dataset handwash --budget full --rows "Ours,BCN"
 
 TABLE is `6`, `8`, `9`, `10`, `11`, `12`, `13`, `joint` (what "joint" training means:
 ground-truth against predicted segments, input against stage features) or `all`
@@ -11,15 +12,18 @@ docs/DATASETS.md). Each row is a config of the shared trainer
 (`hhjax.training.loop.train_and_evaluate`): a segmentation network by name
 (`config.model.segmenter`), an assessment head and the ablation switches, on top of the
 data set's base config. For every row and seed it trains, in
-`<out>/runs/<dataset>/<row key>/seed<k>/` (folds below that for `handwash`), and
-evaluates on people not trained on:
+`<out>/runs/<dataset>/<budget>/<row key>/seed<k>/` (folds below that for `handwash`),
+and evaluates on people not trained on:
 
-* a row already finished (its `eval_results.json` exists) is read back, not retrained;
-  an interrupted one resumes from its last checkpoint. Rows shared by several tables
-  (e.g. the joint model) are trained once;
-* `<out>/table<k>.md` and `.json` hold mean +- sd over the seeds for every metric, the
-  paper's figures in columns beside ours, and one line per claim of the paper saying
-  whether it holds here (and by how much).
+* a row already finished (its `eval_results.json` exists) is read back, not retrained,
+  once its saved `config.json` is checked to be the config asked for (a run with other
+  settings is an error, never a silent stand-in); an interrupted one resumes from its
+  last checkpoint. Rows shared by several tables (e.g. the joint model) are trained once;
+* `--rows A,B` trains only the rows whose names contain A or B; the table still lists
+  every other row already finished at that budget;
+* `<out>/table<k>_<budget>.md` and `.json` hold mean +- sd over the seeds for every
+  metric, the paper's figures in columns beside ours, and one line per claim of the
+  paper saying whether it holds here (and by how much).
 
 Data sets: `synthetic` (the built-in synthetic HHA300, `configs/hha300_synthetic.py`),
 `handwash` (real washes composed from the clips in ../shared/realdata, leave-people-out
@@ -352,17 +356,42 @@ class NotRun(Exception):
   """A row is not finished and training was switched off (`--report-only`)."""
 
 
+class StaleRun(ValueError):
+  """A finished run's saved config is not the config its row asks for."""
+
+
 REPORT_ONLY = False   # set by --report-only: tabulate finished rows, train nothing
 
 
-def run_one(config, workdir: pathlib.Path, log=print) -> tuple[dict, float, bool]:
-  """(metrics, seconds, reused) of one training run; a finished run is read back."""
+def check_finished_config(config, workdir: pathlib.Path) -> None:
+  """Raises StaleRun when `workdir`'s saved config differs from `config` in any field
+  that changes results (the training length included), naming the fields."""
+  from hhjax import config as config_lib  # noqa: PLC0415
+  path = workdir / "config.json"
+  if not path.exists():
+    raise StaleRun(f"{workdir} holds results but no config.json: cannot tell which "
+                   "settings made them; move it away to retrain")
+  conflicts = config_lib.resume_conflicts(json.loads(path.read_text()),
+                                          json.loads(config.to_json_best_effort()),
+                                          finished=True)
+  if conflicts:
+    raise StaleRun(f"{workdir} holds a finished run with other settings than this row "
+                   "asks for:\n  " + "\n  ".join(conflicts) + "\nUse another --out, or "
+                   "move that folder away to retrain it.")
+
+
+def run_one(config, workdir: pathlib.Path, log=print,
+            may_train: bool = True) -> tuple[dict, float, bool]:
+  """(metrics, seconds, reused) of one training run; a finished run is read back.
+
+  Raises NotRun when the run is not finished and `may_train` is False."""
   done = _read_results(workdir)
   if done is not None:
+    check_finished_config(config, workdir)
     timing = workdir / "experiment_time.json"
     seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else math.nan
     return done, seconds, True
-  if REPORT_ONLY:
+  if not may_train:
     raise NotRun(str(workdir))
   from hhjax.training.loop import train_and_evaluate  # noqa: PLC0415
   t0 = time.time()
@@ -387,7 +416,8 @@ def effective(base, row: Row) -> Row:
 
 
 def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
-            root: pathlib.Path, folds: Sequence[int] | None = None, log=print) -> dict:
+            root: pathlib.Path, folds: Sequence[int] | None = None, log=print,
+            may_train: bool = True) -> dict:
   """Trains (or reads back) every seed (and fold) of a row; returns its record."""
   row = effective(base, row)
   per_seed, per_seed_whole, seconds = [], [], 0.0
@@ -402,7 +432,7 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
       for fold in (folds if folds is not None else available):
         log(f"  {row.name}: seed {seed}, fold {fold}")
         cfg = crossval.fold_config(config, len(available), fold)
-        m, s, _ = run_one(cfg, workdir / f"fold{fold}", log)
+        m, s, _ = run_one(cfg, workdir / f"fold{fold}", log, may_train)
         fold_metrics.append(m)
         seconds += 0 if math.isnan(s) else s
         if f"{WHOLE}{fold}" in bundles:
@@ -413,7 +443,7 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
         per_seed_whole.append(_fold_mean(whole_metrics))
     else:
       log(f"  {row.name}: seed {seed}")
-      metrics, s, _ = run_one(config, workdir, log)
+      metrics, s, _ = run_one(config, workdir, log, may_train)
       seconds += 0 if math.isnan(s) else s
     per_seed.append({k: float(v) for k, v in metrics.items()})
   record = dict(name=row.name, key=row.key, overrides=[list(o) for o in row.overrides],
@@ -568,12 +598,23 @@ def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
   return "\n".join(lines) + "\n"
 
 
+def select_rows(rows: Sequence[Row], patterns: Sequence[str] | None) -> set[str]:
+  """Names of the rows whose names contain one of `patterns` (case-insensitive); all
+  rows when `patterns` is None."""
+  if patterns is None:
+    return {r.name for r in rows}
+  return {r.name for r in rows if any(p.lower() in r.name.lower() for p in patterns)}
+
+
 def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
               out: pathlib.Path, data_dir: str | None = None,
-              folds: Sequence[int] | None = None, log=print, base=None) -> dict:
-  """Trains what is missing of one table and writes `<out>/table<k>.{md,json}`.
+              folds: Sequence[int] | None = None, log=print, base=None,
+              rows_wanted: Sequence[str] | None = None) -> dict:
+  """Trains what is missing of one table and writes `<out>/table<k>_<budget>.{md,json}`.
 
-  `base` = (config, "split" | "folds") replaces the data set's base config (tests)."""
+  `rows_wanted` (substrings of row names) limits training to those rows; the others
+  are tabulated only if already finished. `base` = (config, "split" | "folds")
+  replaces the data set's base config (tests)."""
   if table not in TABLES:
     raise ValueError(f"unknown table {table!r}; expected one of {TABLE_ORDER} or 'all'")
   spec = TABLES[table]
@@ -581,14 +622,17 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
   if spec.get("needs_flow") and base.dataset.streams == "all":
     log(f"table {table}: skipped on {dataset}: its features have no flow half")
     return {}
-  root = out / "runs" / dataset_slug(dataset)
+  root = out / "runs" / dataset_slug(dataset) / budget
   log(f"table {table}: {spec['title']}")
+  chosen = select_rows(spec["rows"], rows_wanted)
   rows = []
   for row in spec["rows"]:
+    may_train = not REPORT_ONLY and row.name in chosen
     try:
-      rows.append(run_row(base, kind, row, seeds, budget, root, folds, log))
+      rows.append(run_row(base, kind, row, seeds, budget, root, folds, log, may_train))
     except NotRun as e:
-      log(f"  {row.name}: not finished ({e}); left out (--report-only)")
+      why = "--report-only" if REPORT_ONLY else "not among --rows"
+      log(f"  {row.name}: not finished ({e}); left out ({why})")
   if not rows:
     return {}
   claims = [judge_claim(c, rows) for c in spec["claims"]]
@@ -598,10 +642,10 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
       judged["whole"] = judge_claim(claim, whole_rows)
   meta = dict(table=table, dataset=dataset, seeds=list(seeds), budget=budget, kind=kind)
   out.mkdir(parents=True, exist_ok=True)
-  (out / f"table{table}.json").write_text(json.dumps(
+  (out / f"table{table}_{budget}.json").write_text(json.dumps(
       dict(meta=meta, title=spec["title"], rows=rows, claims=claims), indent=2))
   text = format_table(table, spec, rows, meta, claims)
-  (out / f"table{table}.md").write_text(text)
+  (out / f"table{table}_{budget}.md").write_text(text)
   log(text)
   return dict(meta=meta, rows=rows, claims=claims)
 
@@ -621,12 +665,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="handwash only: comma-separated folds (default: all)")
   parser.add_argument("--report-only", action="store_true",
                       help="train nothing: tabulate the rows already finished")
+  parser.add_argument("--rows", default=None,
+                      help="comma-separated parts of row names: train only those rows "
+                           "(the table also lists other rows already finished)")
   args = parser.parse_args(argv)
   global REPORT_ONLY
   REPORT_ONLY = args.report_only
   tables = list(TABLE_ORDER) if args.table == "all" else [args.table]
   if args.seeds < 1:
     parser.error("--seeds must be >= 1")
+  rows_wanted = None
+  if args.rows is not None:
+    rows_wanted = [p.strip() for p in args.rows.split(",") if p.strip()]
+    known = [r.name for t in tables if t in TABLES for r in TABLES[t]["rows"]]
+    for p in rows_wanted or [""]:
+      if not p or not select_rows([Row(n) for n in known], [p]):
+        parser.error(f"--rows {p!r} matches no row of table(s) {', '.join(tables)}; "
+                     "rows: " + "; ".join(dict.fromkeys(known)))
   folds = None if args.folds is None else [int(f) for f in args.folds.split(",")]
   from absl import logging  # noqa: PLC0415
   logging.set_verbosity(logging.WARNING)
@@ -634,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   with cli.user_errors():
     for table in tables:
       run_table(table, args.dataset, range(args.seeds), args.budget,
-                pathlib.Path(args.out), args.data_dir, folds)
+                pathlib.Path(args.out), args.data_dir, folds, rows_wanted=rows_wanted)
   return 0
 
 

@@ -1,5 +1,6 @@
 """The experiment runner: rows trained once, finished rows skipped, the paper beside us."""
 
+import copy
 import importlib.util
 import json
 import math
@@ -30,14 +31,14 @@ def test_table_runs_rows_writes_files_and_skips_finished_rows(tmp_path, monkeypa
   out = tmp_path / "out"
   result = experiments.run_table("12", "tiny", [0], "full", out, base=base,
                                  log=lambda *_: None)
-  md = (out / "table12.md").read_text()
-  saved = json.loads((out / "table12.json").read_text())
+  md = (out / "table12_full.md").read_text()
+  saved = json.loads((out / "table12_full.json").read_text())
   assert [r["name"] for r in saved["rows"]] == ["segment + MLP", "segment + KAS"]
   # Our figures (mean over one seed) and the paper's beside them.
   assert "Sp.Corr ours" in md and "Sp.Corr paper" in md and "0.814" in md
   assert "| segment + KAS |" in md
   for row in saved["rows"]:
-    run = out / "runs" / experiments.dataset_slug("tiny") / row["key"] / "seed0"
+    run = out / "runs" / experiments.dataset_slug("tiny") / "full" / row["key"] / "seed0"
     on_disk = list(json.loads((run / "eval_results.json").read_text()).values())[-1]
     assert row["per_seed"][0] == pytest.approx(on_disk, nan_ok=True)
   assert len(saved["claims"]) == 2
@@ -50,10 +51,26 @@ def test_table_runs_rows_writes_files_and_skips_finished_rows(tmp_path, monkeypa
   again = experiments.run_table("12", "tiny", [0], "full", out, base=base,
                                 log=lambda *_: None)
   assert again["rows"] == result["rows"]
+  # --rows: only the chosen rows may train; the others are listed only when finished.
+  partial = experiments.run_table("13", "tiny", [0], "full", out, base=base,
+                                  log=lambda *_: None, rows_wanted=["learnable"])
+  assert [r["name"] for r in partial["rows"]] == ["KAS (learnable sigmoid)"]
+  assert partial["rows"][0]["per_seed"] == result["rows"][1]["per_seed"]
+  # A finished run is read back only as the config it was trained with: another
+  # training length (as a run of the other budget in the same folder would have) is
+  # an error naming the field, never a silent stand-in.
+  longer = copy.deepcopy(base[0])
+  longer.num_train_steps = 3
+  with pytest.raises(experiments.StaleRun, match="num_train_steps: 2 -> 3"):
+    experiments.run_table("12", "tiny", [0], "full", out, base=(longer, "split"),
+                          log=lambda *_: None)
+  # The quick budget trains in a folder of its own.
+  assert experiments.run_table("12", "tiny", [0], "quick", out, base=base,
+                               log=lambda *_: None, rows_wanted=["nothing"]) == {}
   # Table XIII shares its KAS row with Table XII: only the fixed-sigmoid row trains.
   trained = []
   monkeypatch.setattr(experiments, "run_one",
-                      lambda config, workdir, log=print: (
+                      lambda config, workdir, log=print, may_train=True: (
                           trained.append(workdir) or ({"spearman": 0.5}, 1.0, False))
                       if not (workdir / "eval_results.json").exists()
                       else (experiments._read_results(workdir), 1.0, True))
@@ -106,6 +123,17 @@ def test_mean_sd_skips_nan():
                                                                   "spearman": 0.5}])
   assert out["acc"][0] == 2.0 and out["acc"][1] == pytest.approx(math.sqrt(2))
   assert out["spearman"][0] == 0.5 and math.isnan(out["spearman"][1])
+
+
+def test_rows_that_match_nothing_are_named(capsys):
+  with pytest.raises(SystemExit):
+    experiments.main(["6", "--rows", "BCN,Nope", "--report-only"])
+  err = capsys.readouterr().err
+  assert "--rows 'Nope' matches no row of table(s) 6" in err and "BCN + MLP" in err
+  rows = experiments.TABLES["6"]["rows"]
+  assert experiments.select_rows(rows, ["ms-tcn +"]) == {"MS-TCN + MLP"}
+  assert experiments.select_rows(rows, ["MS-TCN"]) == {"MS-TCN + MLP", "MS-TCN++ + MLP"}
+  assert experiments.select_rows(rows, None) == {r.name for r in rows}
 
 
 def test_unknown_table_and_dataset_are_named():
