@@ -6,7 +6,9 @@ and the temporal action segmentation literature that reports them:
 * frame-wise accuracy,
 * the segmental edit score (normalised Levenshtein distance between the ordered
   sequences of segment labels, background segments removed),
-* segmental F1 at IoU thresholds 0.10, 0.25 and 0.50.
+* segmental F1 at IoU thresholds 0.10, 0.25 and 0.50,
+* the segment ratio: predicted segments per true segment (background left out),
+  a direct reading of over-segmentation (above 1) and under-segmentation (below 1).
 
 Scoring metrics are the ones used in action quality assessment (AQA):
 
@@ -18,7 +20,8 @@ at a time (``segmentation_report`` aggregates over a list of videos). Labels may
 come from any array-like, e.g. ``jnp.argmax(logits, -1)``; they are converted
 with ``np.asarray``.
 
-All segmentation metrics are returned in percent (0-100) as Python floats.
+All segmentation metrics but the segment ratio are returned in percent (0-100) as
+Python floats.
 """
 
 from __future__ import annotations
@@ -241,6 +244,8 @@ def segmentation_report(preds: Sequence, gts: Sequence,
   * ``edit``: mean over videos of the per-video edit score.
   * ``f1@10``, ``f1@25``, ``f1@50`` (one key per entry of `overlaps`, the
     threshold in percent): F1 from tp/fp/fn summed over all videos.
+  * ``segs``: predicted segments per true segment, both summed over all videos
+    (background segments left out; NaN when no video has a true segment).
 
   Args:
     preds: sequence of 1-D integer arrays of predicted per-frame labels.
@@ -251,7 +256,7 @@ def segmentation_report(preds: Sequence, gts: Sequence,
     overlaps: IoU thresholds for the F1 keys.
 
   Returns:
-    A dict of Python floats in percent.
+    A dict of Python floats, in percent but for ``segs`` (a ratio).
 
   Raises:
     ValueError: if the lists are empty or differ in length, if a video's pred
@@ -266,7 +271,7 @@ def segmentation_report(preds: Sequence, gts: Sequence,
   if not preds:
     raise ValueError("segmentation_report needs at least one video, got empty lists")
   bg = tuple(_bg_set(bg_classes))
-  correct = total = 0
+  correct = total = n_pred = n_true = 0
   edits = []
   counts = {o: np.zeros(3, dtype=np.int64) for o in overlaps}
   for i, (pred, gt) in enumerate(zip(preds, gts)):
@@ -277,6 +282,8 @@ def segmentation_report(preds: Sequence, gts: Sequence,
     correct += int(np.sum(pred == gt))
     total += gt.shape[0]
     edits.append(edit_score(pred, gt, bg))
+    n_pred += len(_fg_segments(pred, frozenset(bg)))
+    n_true += len(_fg_segments(gt, frozenset(bg)))
     for o in overlaps:
       counts[o] += f1_counts(pred, gt, o, bg)
   if total == 0:
@@ -285,6 +292,7 @@ def segmentation_report(preds: Sequence, gts: Sequence,
   for o in overlaps:
     tp, fp, fn = (int(c) for c in counts[o])
     report[_overlap_key(o)] = f1_score(tp, fp, fn)
+  report["segs"] = n_pred / n_true if n_true else float("nan")
   return report
 
 

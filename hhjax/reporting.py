@@ -10,10 +10,12 @@ import numpy as np
 
 from hhjax.data.layout import ATTRIBUTES
 
-# Columns of Li et al.'s Table VI: segmentation, then assessment; then the ranking
-# accuracy of the skill-assessment literature.
+# Columns of Li et al.'s Table VI: segmentation, then assessment; beside them the
+# segment ratio (predicted segments per true one: above 1 is over-segmentation) and
+# the ranking accuracy of the skill-assessment literature.
 COLUMNS = (("acc", "Acc"), ("edit", "Edit"), ("f1@10", "F1@10"), ("f1@25", "F1@25"),
-           ("f1@50", "F1@50"), ("spearman", "Sp.Corr"), ("rl2", "R-l2(x100)"),
+           ("f1@50", "F1@50"), ("segs", "Segs/true"), ("spearman", "Sp.Corr"),
+           ("rl2", "R-l2(x100)"),
            ("rank_acc", "RankAcc"))   # the share of video pairs ordered right (%)
 
 

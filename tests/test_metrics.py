@@ -242,7 +242,7 @@ class TestSegmentationReport:
 
   def test_aggregation(self):
     report = metrics.segmentation_report(self.PREDS, self.GTS)
-    assert set(report) == {"acc", "edit", "f1@10", "f1@25", "f1@50"}
+    assert set(report) == {"acc", "edit", "f1@10", "f1@25", "f1@50", "segs"}
     # Pooled: (2 + 1) / 10 = 30 %, not the mean of per-video (100 + 12.5) / 2 = 56.25.
     assert report["acc"] == pytest.approx(30.0)
     # Mean of per-video edit: (100 + 50) / 2 = 75.
@@ -253,6 +253,23 @@ class TestSegmentationReport:
     assert report["f1@25"] == pytest.approx(80.0)
     # At 0.50, summed tp=1, fp=1, fn=2 -> P 1/2, R 1/3 -> 2 * (1/6) / (5/6) = 40.
     assert report["f1@50"] == pytest.approx(40.0)
+    # Segments, background left out: predicted [1] + [2] = 2, true [1] + [2, 3] = 3.
+    assert report["segs"] == pytest.approx(2 / 3)
+
+  def test_segment_ratio_counts_over_segmentation(self):
+    # One true step cut in three by two one-frame flickers of another step: five
+    # predicted segments (1, 2, 1, 2, 1) against one true.
+    gt = np.array([0, 1, 1, 1, 1, 1, 1, 1, 0])
+    pred = np.array([0, 1, 1, 2, 1, 1, 2, 1, 0])
+    assert metrics.segmentation_report([pred], [gt])["segs"] == pytest.approx(5.0)
+    # Background splits a step without adding a counted segment of its own.
+    pred_bg = np.array([0, 1, 1, 0, 1, 1, 1, 1, 0])
+    assert metrics.segmentation_report([pred_bg], [gt])["segs"] == pytest.approx(2.0)
+    # With no background class, every run counts: 0 1 0 1 0 against 0 1 0.
+    assert metrics.segmentation_report([pred_bg], [gt], bg_classes=())["segs"] == \
+        pytest.approx(5 / 3)
+    # No true step at all: undefined, not 0 or infinite.
+    assert np.isnan(metrics.segmentation_report([pred], [np.zeros(9, int)])["segs"])
 
   def test_values_are_python_floats(self):
     report = metrics.segmentation_report(self.PREDS, self.GTS)

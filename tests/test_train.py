@@ -174,8 +174,8 @@ def test_train_and_evaluate_writes_outputs(tiny, tmp_path):
     evaluate.evaluate_checkpoint(tiny, tmp_path / "run", step=4)
   with pytest.raises(FileNotFoundError, match="train first"):
     evaluate.evaluate_checkpoint(tiny, tmp_path / "empty")
-  assert set(metrics) == {"acc", "edit", "f1@10", "f1@25", "f1@50", "spearman", "rl2",
-                          "rank_acc"}
+  assert set(metrics) == {"acc", "edit", "f1@10", "f1@25", "f1@50", "segs", "spearman",
+                          "rl2", "rank_acc"}
   rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").open()]
   assert len(rows) == 2
   for row in rows:
