@@ -62,6 +62,11 @@ def get_config() -> ml_collections.ConfigDict:
                                               # + MLP, or "lstm"; or the whole-video
                                               # assessors "action_net" | "sa_rnn"
   config.model.score_dropout_rate = 0.0
+  # Offline post-processing of every network's predicted labels: runs shorter than
+  # this many (strided) frames are merged into their longer neighbour before the
+  # scorer picks each step's run (hhjax/models/segmenters/postprocess.py). 0: off,
+  # as in the paper; not for causal (streaming) models.
+  config.model.min_segment_frames = 0
   # Fields of one network only (the shared ones above - num_stages, num_layers,
   # channels, dropout_rate, input_dropout_rate - apply to every network that has them;
   # dropout and input dropout stay shared so that compared networks train alike).
@@ -145,7 +150,8 @@ RESUME_SAFE_FIELDS = frozenset({
 ABSENT_MEANS = {"dataset.augment": "", "dataset.eval_view": "",
                 "loss.ranking_weight": 0.0, "loss.ranking_margin": 1.0,
                 "loss.ranking_tie_tolerance": 0.0, "loss.ranking_tie_weight": 0.0,
-                "optimizer": "adam", "momentum": 0.9, "lr_multipliers": ""}
+                "optimizer": "adam", "momentum": 0.9, "lr_multipliers": "",
+                "model.min_segment_frames": 0}
 # Sections added later that only a head added with them reads: a saved config without
 # the whole section resumes as if it held today's values.
 ABSENT_SECTIONS = ("model.action_net.", "model.sa_rnn.")
@@ -198,6 +204,14 @@ def check_config(config) -> None:
       raise ValueError(f"config.model.{field}={value!r}; expected one of {allowed}")
   if config.model.segmenter == "none" and config.model.scoring != "video":
     raise ValueError("config.model.segmenter='none' needs config.model.scoring='video'")
+  min_frames = config.model.get("min_segment_frames", 0)
+  if not isinstance(min_frames, int) or isinstance(min_frames, bool) or min_frames < 0:
+    raise ValueError("config.model.min_segment_frames must be a whole number of frames "
+                     f">= 0 (0: off), got {min_frames!r}")
+  if min_frames > 1 and config.model.segmenter.startswith("causal"):
+    raise ValueError(f"config.model.min_segment_frames={min_frames} looks at the whole "
+                     f"video; the causal segmenter {config.model.segmenter!r} streams "
+                     "frame by frame and cannot use it: set it to 0")
   if config.lr_schedule not in ("constant", "cosine"):
     raise ValueError(f"config.lr_schedule={config.lr_schedule!r}; expected 'constant' or "
                      "'cosine'")

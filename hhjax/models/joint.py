@@ -1,7 +1,8 @@
 """The joint model: a segmentation network + an assessment head, and its loss.
 
     features (B, T, D) -> segmenter (config.model.segmenter) -> per-stage logits (S, B, T, C)
-      -> frame labels (the network's rule, argmax of the last stage by default; or the
+      -> frame labels (the network's rule, argmax of the last stage by default, with
+         runs shorter than `min_segment_frames` merged into a neighbour; or the
          ground-truth labels, when training asks for them)
       -> longest run per step -> average-pooled features -> scorer -> step scores (B, 6)
       -> video score = sum of the step scores (B,)
@@ -67,6 +68,9 @@ class JointModel(nn.Module):
   # The video score's (lo, hi): step scores are mapped into (lo/S, hi/S) each
   # (`to_score_range`). The video-level regressors are not bounded and not rescaled.
   score_range: tuple[float, float] = (0.0, 6.0)
+  # Predicted runs shorter than this are merged into a neighbour before the scorer
+  # picks each step's run (`segmenters.postprocess`); 0: off.
+  min_segment_frames: int = 0
 
   @nn.compact
   def __call__(self, x, mask, gt_labels=None, *, train: bool = False):
@@ -84,7 +88,8 @@ class JointModel(nn.Module):
     out: dict[str, Any] = {}
     if self.segmenter is not None:
       out.update(self.segmenter(x, mask, train=train))
-      out["labels"] = segmenters.predict_labels(self.segmenter, out, mask)
+      out["labels"] = segmenters.predict_labels(self.segmenter, out, mask,
+                                                self.min_segment_frames)
     elif self.scoring != "video" or self.pool_features != "input":
       raise ValueError("config.model.segmenter='none' needs scoring='video' and "
                        "pool_features='input' (there are no segments or stage features)")
@@ -160,4 +165,5 @@ def create_model(config) -> JointModel:
                     video_head_fields=_head_fields(m),
                     score_dropout_rate=m.score_dropout_rate,
                     score_range=tuple(float(v) for v in config.dataset.get(
-                        "score_range", (0.0, 6.0))))
+                        "score_range", (0.0, 6.0))),
+                    min_segment_frames=int(m.get("min_segment_frames", 0)))

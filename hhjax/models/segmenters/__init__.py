@@ -110,12 +110,17 @@ def loss_terms(segmenter: nn.Module | None, outputs: dict, labels, mask, loss_cf
   return {} if fn is None else dict(fn(outputs, labels, mask, loss_cfg))
 
 
-def predict_labels(segmenter: nn.Module, outputs: dict, mask) -> jnp.ndarray:
-  """(B, T) int32 frame labels: the network's own rule, else the last stage's argmax;
-  padded frames are 0."""
+def predict_labels(segmenter: nn.Module, outputs: dict, mask,
+                   min_segment_frames: int = 0) -> jnp.ndarray:
+  """(B, T) int32 frame labels: the network's own rule, else the last stage's argmax,
+  then runs shorter than `min_segment_frames` merged into their neighbours
+  (`postprocess.merge_short_runs`; 0: none); padded frames are 0."""
   fn = getattr(segmenter, "predict_labels", None)
   if fn is not None:
     labels = fn(outputs, mask)
   else:
     labels = jnp.argmax(outputs["logits"][-1], axis=-1)
+  if min_segment_frames > 1:
+    from hhjax.models.segmenters import postprocess  # noqa: PLC0415
+    return postprocess.merge_short_runs(labels, mask, min_segment_frames)
   return labels.astype(jnp.int32) * mask.astype(jnp.int32)
