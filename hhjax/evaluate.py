@@ -27,11 +27,14 @@ from hhjax.training import checkpointing, state as state_lib, steps
 EVAL_DIR = "eval"
 
 
-def output_paths(workdir: pathlib.Path, split: str, step: int, view: str = ""
-                 ) -> tuple[pathlib.Path, pathlib.Path]:
+def output_paths(workdir: pathlib.Path, split: str, step: int, view: str = "",
+                 min_segment_frames: int = 0) -> tuple[pathlib.Path, pathlib.Path]:
   """(metrics JSON, predictions JSONL) for `split` at checkpoint `step`, seen through
-  the evaluation view `view` (config.dataset.eval_view) if any."""
-  safe = re.sub(r"[^A-Za-z0-9+_.-]", "_", split + (f"_view-{view}" if view else ""))
+  the evaluation view `view` (config.dataset.eval_view) if any, with short runs merged
+  (config.model.min_segment_frames) if asked: each setting gets files of its own."""
+  name = split + (f"_view-{view}" if view else "")
+  name += f"_minseg-{min_segment_frames}" if min_segment_frames > 1 else ""
+  safe = re.sub(r"[^A-Za-z0-9+_.-]", "_", name)
   base = pathlib.Path(workdir) / EVAL_DIR / f"{safe}_step{step}"
   return base.with_suffix(".json"), base.with_name(base.name + ".predictions.jsonl")
 
@@ -73,7 +76,8 @@ def evaluate_checkpoint(config, workdir: str | pathlib.Path, split: str | None =
   metrics = evaluation.summarize_split(results, config, data)
   if jax.process_index() == 0:
     metrics_path, predictions_path = output_paths(
-        workdir, split, int(state.step), config.dataset.get("eval_view", ""))
+        workdir, split, int(state.step), config.dataset.get("eval_view", ""),
+        config.model.get("min_segment_frames", 0))
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     reporting.write_predictions(predictions_path, results)
     metrics_path.write_text(json.dumps(dict(

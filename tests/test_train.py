@@ -166,6 +166,9 @@ def test_train_and_evaluate_writes_outputs(tiny, tmp_path):
   metrics_path, predictions_path = evaluate.output_paths(tmp_path / "run", "test", 6)
   assert predictions_path.read_text() == first
   assert json.loads(metrics_path.read_text())["metrics"] == metrics
+  # Evaluation-time settings (a view, merging short runs) get files of their own.
+  assert len({evaluate.output_paths(tmp_path / "run", "test", 6, *setting)[0]
+              for setting in [(), ("rot90",), ("", 5), ("rot90", 5)]}) == 4
   evaluate.evaluate_checkpoint(tiny, tmp_path / "run", split="train", step=3)
   _, train_predictions = evaluate.output_paths(tmp_path / "run", "train", 3)
   assert len(train_predictions.read_text().splitlines()) == 3
