@@ -27,16 +27,34 @@ from hhjax.training import checkpointing, state as state_lib, steps
 EVAL_DIR = "eval"
 
 
-def output_paths(workdir: pathlib.Path, split: str, step: int, view: str = "",
-                 min_segment_frames: int = 0) -> tuple[pathlib.Path, pathlib.Path]:
-  """(metrics JSON, predictions JSONL) for `split` at checkpoint `step`, seen through
-  the evaluation view `view` (config.dataset.eval_view) if any, with short runs merged
+def eval_name(split: str, view: str = "", min_segment_frames: int = 0) -> str:
+  """The file-name stem of an evaluation of `split` seen through the evaluation view
+  `view` (config.dataset.eval_view) if any, with short runs merged
   (config.model.min_segment_frames) if asked: each setting gets files of its own."""
   name = split + (f"_view-{view}" if view else "")
   name += f"_minseg-{min_segment_frames}" if min_segment_frames > 1 else ""
-  safe = re.sub(r"[^A-Za-z0-9+_.-]", "_", name)
-  base = pathlib.Path(workdir) / EVAL_DIR / f"{safe}_step{step}"
+  return re.sub(r"[^A-Za-z0-9+_.-]", "_", name)
+
+
+def output_paths(workdir: pathlib.Path, split: str, step: int, view: str = "",
+                 min_segment_frames: int = 0) -> tuple[pathlib.Path, pathlib.Path]:
+  """(metrics JSON, predictions JSONL) for `split` at checkpoint `step` (`eval_name`)."""
+  base = pathlib.Path(workdir) / EVAL_DIR / (
+      f"{eval_name(split, view, min_segment_frames)}_step{step}")
   return base.with_suffix(".json"), base.with_name(base.name + ".predictions.jsonl")
+
+
+def saved_evaluation(config, workdir: str | pathlib.Path, split: str
+                     ) -> tuple[pathlib.Path, pathlib.Path] | None:
+  """(metrics, predictions) paths of the latest-step evaluation of `split` already
+  written in `workdir` with `config`'s evaluation settings, or None."""
+  stem = eval_name(split, config.dataset.get("eval_view", ""),
+                   config.model.get("min_segment_frames", 0))
+  found = sorted(pathlib.Path(workdir, EVAL_DIR).glob(f"{stem}_step*[0-9].json"),
+                 key=lambda p: int(p.stem.rsplit("_step", 1)[1]))
+  if not found:
+    return None
+  return found[-1], found[-1].with_name(found[-1].stem + ".predictions.jsonl")
 
 
 def evaluate_checkpoint(config, workdir: str | pathlib.Path, split: str | None = None,

@@ -6,7 +6,9 @@ r"""The paper's comparisons in one command: every row of Li et al.'s Tables VI-X
   python -m hhjax.experiments 6 --dataset handwash --budget full --rows "Ours,BCN"
 
 TABLE is `6`, `8`, `9`, `10`, `11`, `12`, `13`, `joint` (what "joint" training means:
-ground-truth against predicted segments, input against stage features) or `all`
+ground-truth against predicted segments, input against stage features), `merge` (every
+segmentation network of Table VI evaluated again with short runs merged), `online`,
+`assess` or `all`
 (Table VII, on the public action-segmentation datasets, has its own configs: see
 docs/DATASETS.md). Each row is a config of the shared trainer
 (`hhjax.training.loop.train_and_evaluate`): a segmentation network by name
@@ -63,13 +65,30 @@ HIGHER_IS_BETTER = dict(acc=True, edit=True, **{"f1@10": True, "f1@25": True,
                         spearman=True, rl2=False, rank_acc=True)
 
 
+# Fields that change how a trained model is evaluated, not how it is trained (with
+# ground-truth training segments; with predicted ones the scorer trained on unmerged
+# runs, and the row reads as merging at test time only).
+EVAL_TIME_FIELDS = ("model.min_segment_frames", "dataset.eval_view")
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
-  """One row of a table: a name, the config fields it changes, the paper's figures."""
+  """One row of a table: a name, the config fields it changes, the paper's figures.
+
+  `eval_overrides` change only how the trained model is evaluated (fields of
+  `EVAL_TIME_FIELDS`): such a row shares its training run with the row without them
+  and re-evaluates it (`hhjax.evaluate`, files of their own)."""
 
   name: str
   overrides: tuple[tuple[str, Any], ...] = ()
   paper: dict | None = None
+  eval_overrides: tuple[tuple[str, Any], ...] = ()
+
+  def __post_init__(self):
+    for field, _ in self.eval_overrides:
+      if field not in EVAL_TIME_FIELDS:
+        raise ValueError(f"row {self.name!r}: {field} is not an evaluation-time field "
+                         f"({', '.join(EVAL_TIME_FIELDS)})")
 
   @property
   def key(self) -> str:
@@ -128,6 +147,17 @@ SA_RNN = _video("sa_rnn") + (
     ("model.sa_rnn.tokens", "auto"), ("model.sa_rnn.grid_size", 16),
     ("loss.score_weight", 0.0), ("loss.ranking_weight", 1.0), ("batch_size", 4))
 
+
+# Table "merge": the segmentation networks of Table VI (the same training runs),
+# evaluated again with runs shorter than MERGE_FRAMES merged into their neighbours
+# (hhjax/models/segmenters/postprocess.py): 1 s at the real washes' 10 frames/s, a
+# quarter of their shortest true step (4.3 s); chosen before looking at test results.
+MERGE_FRAMES = 10
+SEGMENTATION_ROWS = (("MS-TCN + MLP", _seg_mlp("mstcn")),
+                     ("MS-TCN++ + MLP", _seg_mlp("mstcn_pp")),
+                     ("ASRF + MLP", _seg_mlp("asrf")), ("BCN + MLP", _seg_mlp("bcn")),
+                     ("ASFormer + MLP", _seg_mlp("asformer")),
+                     ("Ours (conv-transformer + KAS)", OURS))
 
 TABLES: dict[str, dict] = {
     "6": dict(
@@ -236,6 +266,26 @@ TABLES: dict[str, dict] = {
                 ("edit", "end to end: predicted segments, stage features",
                  "ground-truth segments, input features",
                  "end-to-end training does not hurt segmentation (edit)", "par")]),
+    "merge": dict(
+        claims_heading="Claims checked here (not the paper's):",
+        title="Short runs merged: every segmentation network with and without "
+              f"min_segment_frames={MERGE_FRAMES}",
+        rows=[r for name, overrides in SEGMENTATION_ROWS for r in (
+            Row(name, overrides),
+            Row(f"{name}, merged", overrides,
+                eval_overrides=(("model.min_segment_frames", MERGE_FRAMES),)))],
+        claims=[("edit", "Ours (conv-transformer + KAS), merged",
+                 "Ours (conv-transformer + KAS)",
+                 "merging short runs lifts the joint model's edit score"),
+                ("f1@50", "Ours (conv-transformer + KAS), merged",
+                 "Ours (conv-transformer + KAS)",
+                 "merging short runs lifts the joint model's F1@50"),
+                ("edit", "Ours (conv-transformer + KAS), merged",
+                 "|".join(f"{name}, merged" for name, _ in SEGMENTATION_ROWS[:-1]),
+                 "with short runs merged, the joint model has the best edit score"),
+                ("spearman", "Ours (conv-transformer + KAS), merged",
+                 "Ours (conv-transformer + KAS)",
+                 "merging does not hurt assessment (Spearman)", "par")]),
     "online": dict(
         claims_heading="Claims checked here (not the paper's):",
         title="Online assessment: the causal model against the offline one",
@@ -284,7 +334,8 @@ TABLES: dict[str, dict] = {
              "the joint model ranks videos best (ranking accuracy)"),
         ]),
 }
-TABLE_ORDER = ("6", "8", "9", "10", "11", "12", "13", "joint", "online", "assess")
+TABLE_ORDER = ("6", "8", "9", "10", "11", "12", "13", "joint", "merge", "online",
+               "assess")
 
 BUDGETS = {
     # Every row the same: a few hundred steps, one evaluation at the end.
@@ -332,6 +383,16 @@ def _set(config, dotted: str, value) -> None:
   if leaf not in node:
     raise ValueError(f"config has no field {dotted!r}")
   node[leaf] = value
+
+
+def eval_config(config, row: Row):
+  """`config` with the row's evaluation-time fields set (itself when it has none)."""
+  if not row.eval_overrides:
+    return config
+  config = copy.deepcopy(config)
+  for dotted, value in row.eval_overrides:
+    _set(config, dotted, value)
+  return config
 
 
 def row_config(base, row: Row, seed: int, budget: str):
@@ -456,10 +517,13 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
           log(f"  {row.name}: seed {seed}, fold {fold}")
         cfg = crossval.fold_config(config, len(available), fold)
         m, s, _ = run_one(cfg, workdir / f"fold{fold}", log, may_train)
+        cfg = eval_config(cfg, row)
+        if row.eval_overrides:
+          m = evaluate_split(cfg, workdir / f"fold{fold}", cfg.dataset.eval_split)
         fold_metrics.append(m)
         seconds += 0 if math.isnan(s) else s
         if f"{WHOLE}{fold}" in bundles:
-          whole_metrics.append(evaluate_whole(cfg, workdir / f"fold{fold}",
+          whole_metrics.append(evaluate_split(cfg, workdir / f"fold{fold}",
                                               f"{WHOLE}{fold}"))
       metrics = _fold_mean(fold_metrics)
       if whole_metrics:
@@ -468,11 +532,17 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
       if may_train:
         log(f"  {row.name}: seed {seed}")
       metrics, s, _ = run_one(config, workdir, log, may_train)
+      if row.eval_overrides:
+        config = eval_config(config, row)
+        metrics = evaluate_split(config, workdir, config.dataset.eval_split)
       seconds += 0 if math.isnan(s) else s
     per_seed.append({k: float(v) for k, v in metrics.items()})
   record = dict(name=row.name, key=row.key, overrides=[list(o) for o in row.overrides],
+                eval_overrides=[list(o) for o in row.eval_overrides],
                 seeds=list(seeds), per_seed=per_seed, mean_sd=mean_sd(per_seed),
-                paper=row.paper or {}, train_seconds=seconds)
+                paper=row.paper or {},
+                # a row evaluated again shares the training time of its run
+                train_seconds=0.0 if row.eval_overrides else seconds)
   if per_seed_whole:
     record.update(per_seed_whole=per_seed_whole, mean_sd_whole=mean_sd(per_seed_whole))
   return record
@@ -491,14 +561,13 @@ def _fold_mean(fold_metrics: list[dict]) -> dict[str, float]:
           for k in METRICS if any(k in m for m in fold_metrics)}
 
 
-def evaluate_whole(config, workdir: pathlib.Path, split: str) -> dict[str, float]:
-  """A fold's model evaluated on its people's whole-clip washes (read back if done)."""
-  done = sorted((workdir / "eval").glob(f"{split}_step*[0-9].json"),
-                key=lambda p: int(p.stem.rsplit("_step", 1)[1]))   # the last step
-  if done:
-    return _with_segment_ratio(json.loads(done[-1].read_text())["metrics"],
-                               done[-1].with_name(done[-1].stem + ".predictions.jsonl"))
+def evaluate_split(config, workdir: pathlib.Path, split: str) -> dict[str, float]:
+  """A run's model evaluated on `split` with `config`'s evaluation settings (the
+  whole-clip washes, or a row's `eval_overrides`); read back if done."""
   from hhjax import evaluate  # noqa: PLC0415
+  done = evaluate.saved_evaluation(config, workdir, split)
+  if done:
+    return _with_segment_ratio(json.loads(done[0].read_text())["metrics"], done[1])
   metrics, _ = evaluate.evaluate_checkpoint(config, workdir, split)
   return metrics
 

@@ -78,6 +78,31 @@ def test_table_runs_rows_writes_files_and_skips_finished_rows(tmp_path, monkeypa
   assert len(trained) == 1 and "learnable_sigmoid=False" in str(trained[0])
 
 
+def test_evaluation_only_rows_share_the_training_run(tmp_path, monkeypatch):
+  """A row with eval_overrides (short runs merged) re-evaluates its twin's run into
+  files of its own; the twin's figures and files are untouched."""
+  ours = experiments.OURS
+  merged = (("model.min_segment_frames", 4),)
+  monkeypatch.setitem(experiments.TABLES, "m", dict(
+      title="merge", claims=[("edit", "A, merged", "A", "merging helps")],
+      rows=[experiments.Row("A", ours), experiments.Row("A, merged", ours,
+                                                         eval_overrides=merged)]))
+  base = (_tiny(tmp_path), "split")
+  out = tmp_path / "out"
+  result = experiments.run_table("m", "tiny", [0], "full", out, base=base,
+                                 log=lambda *_: None)
+  raw, again = result["rows"]
+  assert raw["key"] == again["key"] and again["train_seconds"] == 0.0
+  run = out / "runs" / experiments.dataset_slug("tiny") / "full" / raw["key"] / "seed0"
+  saved = json.loads((run / "eval" / "test_minseg-4_step2.json").read_text())
+  assert again["per_seed"][0] == pytest.approx(saved["metrics"], nan_ok=True)
+  assert raw["per_seed"][0] == pytest.approx(experiments._read_results(run), nan_ok=True)
+  # Merging can only lower the segment count.
+  assert again["per_seed"][0]["segs"] <= raw["per_seed"][0]["segs"]
+  with pytest.raises(ValueError, match="not an evaluation-time field"):
+    experiments.Row("B", ours, eval_overrides=(("model.channels", 8),))
+
+
 def test_row_keys_are_shared_and_distinct(tmp_path):
   rows = {r.name: r for t in experiments.TABLES.values() for r in t["rows"]}
   assert rows["segment + KAS"].key == rows["Ours"].key   # the same run in two tables
