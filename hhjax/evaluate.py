@@ -57,6 +57,32 @@ def saved_evaluation(config, workdir: str | pathlib.Path, split: str
   return found[-1], found[-1].with_name(found[-1].stem + ".predictions.jsonl")
 
 
+# Model and data fields that may differ from the training run's: they change how the
+# trained model is evaluated (or only how it was trained), not what it is.
+EVALUATION_FIELDS = ("dataset.eval_split", "dataset.eval_view", "model.min_segment_frames",
+                     "dataset.train_split", "dataset.augment")
+
+
+def check_trained_config(config, workdir: pathlib.Path) -> None:
+  """Raises ConfigMismatchError when `config` describes another model or other input
+  features than the run in `workdir` was trained with (its saved config.json), naming
+  every such field; `config.allow_resume_changes` lets it through."""
+  path = workdir / "config.json"
+  if not path.exists() or config.get("allow_resume_changes", False):
+    return
+  from hhjax.training.loop import ConfigMismatchError  # noqa: PLC0415
+  conflicts = [c for c in config_lib.resume_conflicts(
+                   json.loads(path.read_text()), json.loads(config.to_json_best_effort()))
+               if c.startswith(("model.", "dataset."))
+               and c.split(":")[0] not in EVALUATION_FIELDS]
+  if conflicts:
+    raise ConfigMismatchError(
+        f"config: the run in {workdir} was trained with other model or data settings; "
+        "evaluating it with these would report another model's figures:\n  "
+        + "\n  ".join(conflicts) + "\nPass the run's own config, or "
+        "--config.allow_resume_changes=True to evaluate anyway.")
+
+
 def evaluate_checkpoint(config, workdir: str | pathlib.Path, split: str | None = None,
                         step: int | None = None):
   """Restores checkpoint `step` (default: the latest) in `workdir` and evaluates it on
@@ -74,6 +100,7 @@ def evaluate_checkpoint(config, workdir: str | pathlib.Path, split: str | None =
   if not ckpt_dir.is_dir():
     raise FileNotFoundError(f"no checkpoints in {ckpt_dir}: train first with "
                             f"`python -m hhjax.train --workdir {workdir}`")
+  check_trained_config(config, workdir)
   split = split or config.dataset.eval_split
   data = splits.load_split(config, split)
   mesh = state_lib.make_mesh()

@@ -1,5 +1,6 @@
 """Training: loss goes down, data parallelism is exact, resume is exact, configs."""
 
+import copy
 import importlib.util
 import json
 import pathlib
@@ -166,6 +167,12 @@ def test_train_and_evaluate_writes_outputs(tiny, tmp_path):
   metrics_path, predictions_path = evaluate.output_paths(tmp_path / "run", "test", 6)
   assert predictions_path.read_text() == first
   assert json.loads(metrics_path.read_text())["metrics"] == metrics
+  # Another model or input setting than the run's is refused, naming the field; an
+  # evaluation-time one is not.
+  other = copy.deepcopy(tiny)
+  other.dataset.frame_stride = 2
+  with pytest.raises(loop.ConfigMismatchError, match="dataset.frame_stride: 1 -> 2"):
+    evaluate.evaluate_checkpoint(other, tmp_path / "run")
   # Evaluation-time settings (a view, merging short runs) get files of their own.
   assert len({evaluate.output_paths(tmp_path / "run", "test", 6, *setting)[0]
               for setting in [(), ("rot90",), ("", 5), ("rot90", 5)]}) == 4
