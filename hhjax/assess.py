@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import csv
 import dataclasses
 import html
@@ -63,6 +64,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -123,26 +125,52 @@ class Predictor:
   (`dataset.streams`), every `frame_stride`-th frame, standardising with the model's
   statistics; they are padded to a multiple of `dataset.bucket_size` (masked), and
   the labels come back at every frame (`pipeline.upsample`).
+
+  `min_segment_seconds` (None: the model's own `model.min_segment_frames`) merges
+  predicted runs shorter than that many seconds of the video into their neighbours
+  (`hhjax.models.segmenters.postprocess`) before the steps are scored.
   """
 
-  def __init__(self, loaded: export.LoadedModel):
-    import jax  # noqa: PLC0415
+  def __init__(self, loaded: export.LoadedModel,
+               min_segment_seconds: float | None = None):
     self.loaded = loaded
     cfg = loaded.config.dataset
     self.stride = int(cfg.frame_stride)
     self.streams = str(cfg.streams)
     self.bucket = int(cfg.bucket_size)
-    model = loaded.model
+    self.min_segment_seconds = min_segment_seconds
+    self._applies: dict[int | None, Any] = {}
 
-    def apply(params, x, mask):
-      out = model.apply({"params": params}, x, mask, train=False)
-      return {k: out[k] for k in ("labels", "step_scores", "video_score", "seg_start",
-                                  "seg_length")}
+  def min_segment_frames(self, fps: float | None) -> int | None:
+    """The merge length in the model's (strided) frames for a video at `fps`; None
+    when the model's own setting applies."""
+    if self.min_segment_seconds is None:
+      return None
+    if not fps:
+      raise ValueError("min_segment_seconds needs the video's frame rate")
+    return int(round(self.min_segment_seconds * fps / self.stride))
 
-    self._apply = jax.jit(apply)
+  def _apply_for(self, min_frames: int | None):
+    import jax  # noqa: PLC0415
+    if min_frames not in self._applies:
+      model = self.loaded.model
+      if min_frames is not None:
+        from hhjax.models.joint import create_model  # noqa: PLC0415
+        config = copy.deepcopy(self.loaded.config)
+        config.model.min_segment_frames = min_frames
+        model = create_model(config)
 
-  def __call__(self, features: np.ndarray) -> Prediction:
-    """Predicts from (D, T) features (MS-TCN layout, one column per frame)."""
+      def apply(params, x, mask):
+        out = model.apply({"params": params}, x, mask, train=False)
+        return {k: out[k] for k in ("labels", "step_scores", "video_score", "seg_start",
+                                    "seg_length")}
+
+      self._applies[min_frames] = jax.jit(apply)
+    return self._applies[min_frames]
+
+  def __call__(self, features: np.ndarray, fps: float | None = None) -> Prediction:
+    """Predicts from (D, T) features (MS-TCN layout, one column per frame) of a video
+    at `fps` frames per second (needed with `min_segment_seconds`)."""
     import jax  # noqa: PLC0415
     features = np.asarray(features, np.float32)
     want = int(self.loaded.features.get("raw_feature_dim") or features.shape[0])
@@ -161,7 +189,8 @@ class Predictor:
     padded[0, :t] = x
     mask = np.zeros((1, length), np.float32)
     mask[0, :t] = 1.0
-    out = jax.device_get(self._apply(self.loaded.params, padded, mask))
+    apply = self._apply_for(self.min_segment_frames(fps))
+    out = jax.device_get(apply(self.loaded.params, padded, mask))
     labels = pipeline.upsample(np.asarray(out["labels"][0, :t]), self.stride, total)
     start = np.asarray(out["seg_start"][0], np.int64)
     run = np.asarray(out["seg_length"][0], np.int64)
@@ -549,9 +578,15 @@ predicted segment; the total is the sum of the six step scores.</p>
 def _model_info(loaded: export.LoadedModel, fps_used: float, options) -> dict:
   m = loaded.manifest
   feats = m["features"]
+  own = int(loaded.config.model.get("min_segment_frames", 0))
+  seconds = getattr(options, "min_segment_seconds", None)
+  stride = int(loaded.config.dataset.frame_stride)
   return dict(
       folder=str(loaded.path) if loaded.path is not None else None,
       name=m.get("model"), step=m.get("step"), hhjax=m.get("hhjax"),
+      # predicted runs shorter than this were merged into their neighbours (0: none)
+      min_segment_seconds=(seconds if seconds is not None
+                           else round(own * stride / fps_used, 3) if fps_used else None),
       training=m.get("training", {}).get("dataset"),
       features=dict(stream=feats.get("stream"), fps=fps_used,
                     recorded_fps=feats.get("fps"),
@@ -602,7 +637,7 @@ def assess_video(path: pathlib.Path, *, loaded: export.LoadedModel, predictor,
                         "(are the hands in view and lit?)")
   fps = float(feats.get("fps") or info.fps)
   try:
-    pred = predictor(features)
+    pred = predictor(features, fps=fps)
   except ValueError as e:
     raise AssessError(f"{path}: {e}") from e
   gt = None
@@ -808,6 +843,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "model's)")
   p.add_argument("--es-threshold", type=float,
                  help="step score from which a done step is ES (default: the model's)")
+  p.add_argument("--min-segment-seconds", type=float,
+                 help="merge predicted runs shorter than this into their neighbours "
+                      "before scoring the steps (0: none; default: the model's own "
+                      "model.min_segment_frames); not with --online")
   p.add_argument("--max-frames", type=int,
                  help="assess only the first N frames of each video (quick checks)")
   p.add_argument("--rgb-weights", help="i3d models: the RGB I3D weights (.npz or .pt)")
@@ -908,11 +947,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.videos or args.ground_truth:
       parser.error("--online assesses one stream: give no VIDEO_OR_FOLDER nor "
                    "--ground-truth with it")
+    if args.min_segment_seconds is not None:
+      parser.error("--min-segment-seconds looks at the whole video; --online reports "
+                   "as the video plays (see --stable-seconds)")
     return _main_online(args, parser)
   if not args.videos:
     parser.error("give VIDEO_OR_FOLDER..., or --online VIDEO_OR_CAMERA_INDEX")
   if args.realtime:
     parser.error("--realtime goes with --online")
+  if args.min_segment_seconds is not None and args.min_segment_seconds < 0:
+    parser.error(f"--min-segment-seconds must be >= 0, got {args.min_segment_seconds}")
   from hhjax import extract  # noqa: PLC0415
   videos, failures = _collect(args.videos)
   for _, message in failures:
@@ -939,7 +983,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   thresholds = _thresholds(loaded, args, parser)
   out_dir = pathlib.Path(args.out)
   out_dir.mkdir(parents=True, exist_ok=True)
-  predictor = Predictor(loaded)
+  predictor = Predictor(loaded, args.min_segment_seconds)
   feats = loaded.features
   print(f"model: {loaded.manifest.get('model')} ({loaded.path}), stream "
         f"{feats.get('stream')}, {len(videos)} video(s) -> {out_dir}", file=sys.stderr)

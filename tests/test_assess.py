@@ -303,6 +303,39 @@ def test_predictor_maps_strided_segments_to_frames():
     assess.Predictor(loaded)(features[:5])
 
 
+def test_predictor_merges_short_runs_by_seconds(hand_export):
+  """--min-segment-seconds: runs shorter than S seconds of the video are merged (here
+  0.8 s at 10 frames/s with stride 2: 4 model frames) before the steps are scored."""
+  from hhjax.models.segmenters import postprocess  # noqa: PLC0415
+  loaded = export.load(hand_export[0])
+  features = np.random.default_rng(3).normal(size=(handpose.FEATURE_DIM, 90)
+                                             ).astype(np.float32)
+  raw = assess.Predictor(loaded)(features, fps=10.0)
+  merging = assess.Predictor(loaded, min_segment_seconds=0.8)
+  assert merging.min_segment_frames(10.0) == 4
+  merged = merging(features, fps=10.0)
+  strided = raw.labels[::2]
+  want = postprocess.merge_short_runs(jnp.asarray(strided[None]),
+                                      jnp.ones((1, strided.size)), 4)[0]
+  np.testing.assert_array_equal(merged.labels, np.repeat(np.asarray(want), 2)[:90])
+  assert (merged.labels != raw.labels).any()       # the random model did flicker
+  with pytest.raises(ValueError, match="frame rate"):
+    merging(features)
+  # 0 s merges nothing.
+  np.testing.assert_array_equal(
+      assess.Predictor(loaded, min_segment_seconds=0.0)(features, fps=10.0).labels,
+      raw.labels)
+
+
+def test_min_segment_seconds_is_refused_where_it_cannot_apply(capsys):
+  with pytest.raises(SystemExit):
+    assess.main(["--online", "0", "--min-segment-seconds", "1"])
+  assert "--min-segment-seconds looks at the whole video" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    assess.main(["v.mp4", "--min-segment-seconds", "-1"])
+  assert "must be >= 0" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------
 # Feature extractors from the manifest.
 
