@@ -47,7 +47,8 @@ NUM_STEPS = layout.NUM_STEPS
 DONE_THRESHOLD = 0.5
 MIN_FRAMES_CANDIDATES = (1, 3, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180)
 COLUMNS = (("acc", "Acc"), ("edit", "Edit"), ("f1@10", "F1@10"), ("f1@25", "F1@25"),
-           ("f1@50", "F1@50"), ("spearman", "Sp.Corr"), ("missing_exact", "Missing="))
+           ("f1@50", "F1@50"), ("segs", "Segs/true"), ("spearman", "Sp.Corr"),
+           ("missing_exact", "Missing="))
 METHODS = (("joint", "joint model"), ("per_frame", "per-frame classifier"))
 
 
@@ -180,7 +181,7 @@ def mean_sd(folds: list[dict], method: str) -> dict[str, tuple[float, float, int
 def _cell(key: str, value: float) -> str:
   if value is None or not math.isfinite(value):
     return "-"
-  return f"{value:.3f}" if key == "spearman" else f"{value:.1f}"
+  return {"spearman": f"{value:.3f}", "segs": f"{value:.2f}"}.get(key, f"{value:.1f}")
 
 
 def format_report(folds: list[dict]) -> str:
