@@ -179,9 +179,7 @@ def mean_sd(folds: list[dict], method: str) -> dict[str, tuple[float, float, int
 
 
 def _cell(key: str, value: float) -> str:
-  if value is None or not math.isfinite(value):
-    return "-"
-  return {"spearman": f"{value:.3f}", "segs": f"{value:.2f}"}.get(key, f"{value:.1f}")
+  return reporting.cell(key, value, decimals=1)
 
 
 def format_report(folds: list[dict]) -> str:

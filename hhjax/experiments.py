@@ -641,9 +641,8 @@ def judge_claim(claim: tuple, rows: list[dict]) -> dict:
 # ------------------------------------------------------------------------- reports
 
 def _fmt(metric: str, value) -> str:
-  if value is None or (isinstance(value, float) and not math.isfinite(value)):
-    return "-"
-  return {"spearman": f"{value:.3f}", "segs": f"{value:.2f}"}.get(metric, f"{value:.1f}")
+  from hhjax import reporting  # noqa: PLC0415
+  return reporting.cell(metric, value, decimals=1)
 
 
 def format_table(table: str, spec: dict, rows: list[dict], meta: dict,

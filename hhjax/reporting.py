@@ -19,15 +19,18 @@ COLUMNS = (("acc", "Acc"), ("edit", "Edit"), ("f1@10", "F1@10"), ("f1@25", "F1@2
            ("rank_acc", "RankAcc"))   # the share of video pairs ordered right (%)
 
 
-def _cell(key: str, value) -> str:
-  if value is None or (isinstance(value, float) and math.isnan(value)):
+def cell(key: str, value, decimals: int = 2) -> str:
+  """One metric as printed in every table: '-' when missing or not finite; Spearman
+  with three decimals, the segment ratio with two, the others with `decimals`."""
+  if value is None or (isinstance(value, float) and not math.isfinite(value)):
     return "-"
-  return f"{value:.3f}" if key == "spearman" else f"{value:.2f}"
+  places = {"spearman": 3, "segs": 2}.get(key, decimals)
+  return f"{value:.{places}f}"
 
 
 def format_metrics(m: dict) -> str:
   """One line: `acc 91.2  edit 85.0 ...`."""
-  return "  ".join(f"{label} {_cell(key, m.get(key))}" for key, label in COLUMNS
+  return "  ".join(f"{label} {cell(key, m.get(key))}" for key, label in COLUMNS
                    if key in m)
 
 
@@ -39,7 +42,7 @@ def table(rows: list[tuple[str, dict]], title: str = "") -> str:
   lines += [head, "-" * len(head)]
   for name, m in rows:
     lines.append(f"{name:<{name_w}}  " + "  ".join(
-        f"{_cell(key, m.get(key)):>10}" for key, _ in COLUMNS))
+        f"{cell(key, m.get(key)):>10}" for key, _ in COLUMNS))
   return "\n".join(lines)
 
 
