@@ -8,6 +8,9 @@ change would mix two runs in one workdir.
 
 from __future__ import annotations
 
+import json
+import pathlib
+
 import ml_collections
 
 
@@ -187,6 +190,16 @@ def resume_conflicts(saved: dict, new: dict, finished: bool = False) -> list[str
     if a != b:
       out.append(f"{key}: {a!r} -> {b!r}")
   return out
+
+
+def saved_config_conflicts(config, workdir, finished: bool = False) -> list[str] | None:
+  """`resume_conflicts` between the `config.json` a run saved in `workdir` and
+  `config`; None when the run saved none."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.exists():
+    return None
+  return resume_conflicts(json.loads(path.read_text()),
+                          json.loads(config.to_json_best_effort()), finished=finished)
 
 
 def check_config(config) -> None:

@@ -67,12 +67,10 @@ def check_trained_config(config, workdir: pathlib.Path) -> None:
   """Raises ConfigMismatchError when `config` describes another model or other input
   features than the run in `workdir` was trained with (its saved config.json), naming
   every such field; `config.allow_resume_changes` lets it through."""
-  path = workdir / "config.json"
-  if not path.exists() or config.get("allow_resume_changes", False):
+  if config.get("allow_resume_changes", False):
     return
   from hhjax.training.loop import ConfigMismatchError  # noqa: PLC0415
-  conflicts = [c for c in config_lib.resume_conflicts(
-                   json.loads(path.read_text()), json.loads(config.to_json_best_effort()))
+  conflicts = [c for c in config_lib.saved_config_conflicts(config, workdir) or []
                if c.startswith(("model.", "dataset."))
                and c.split(":")[0] not in EVALUATION_FIELDS]
   if conflicts:

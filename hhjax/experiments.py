@@ -428,8 +428,8 @@ def _with_segment_ratio(result: dict, predictions: pathlib.Path) -> dict:
   predictions (background = class 0, as in every data set these tables run on)."""
   if "segs" in result or "edit" not in result or not predictions.exists():
     return result
-  from hhjax import metrics  # noqa: PLC0415
-  rows = [json.loads(line) for line in predictions.read_text().splitlines() if line]
+  from hhjax import crossval, metrics  # noqa: PLC0415
+  rows = crossval.read_predictions(predictions)
   report = metrics.segmentation_report([r["frame_labels"] for r in rows],
                                        [r["gt_frame_labels"] for r in rows])
   return dict(result, segs=report["segs"])
@@ -450,13 +450,10 @@ def check_finished_config(config, workdir: pathlib.Path) -> None:
   """Raises StaleRun when `workdir`'s saved config differs from `config` in any field
   that changes results (the training length included), naming the fields."""
   from hhjax import config as config_lib  # noqa: PLC0415
-  path = workdir / "config.json"
-  if not path.exists():
+  conflicts = config_lib.saved_config_conflicts(config, workdir, finished=True)
+  if conflicts is None:
     raise StaleRun(f"{workdir} holds results but no config.json: cannot tell which "
                    "settings made them; move it away to retrain")
-  conflicts = config_lib.resume_conflicts(json.loads(path.read_text()),
-                                          json.loads(config.to_json_best_effort()),
-                                          finished=True)
   if conflicts:
     raise StaleRun(f"{workdir} holds a finished run with other settings than this row "
                    "asks for:\n  " + "\n  ".join(conflicts) + "\nUse another --out, or "

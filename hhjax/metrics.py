@@ -270,7 +270,8 @@ def segmentation_report(preds: Sequence, gts: Sequence,
         f"and {len(gts)} ground truths")
   if not preds:
     raise ValueError("segmentation_report needs at least one video, got empty lists")
-  bg = tuple(_bg_set(bg_classes))
+  bg_set = _bg_set(bg_classes)
+  bg = tuple(bg_set)
   correct = total = n_pred = n_true = 0
   edits = []
   counts = {o: np.zeros(3, dtype=np.int64) for o in overlaps}
@@ -282,8 +283,8 @@ def segmentation_report(preds: Sequence, gts: Sequence,
     correct += int(np.sum(pred == gt))
     total += gt.shape[0]
     edits.append(edit_score(pred, gt, bg))
-    n_pred += len(_fg_segments(pred, frozenset(bg)))
-    n_true += len(_fg_segments(gt, frozenset(bg)))
+    n_pred += len(_fg_segments(pred, bg_set))
+    n_true += len(_fg_segments(gt, bg_set))
     for o in overlaps:
       counts[o] += f1_counts(pred, gt, o, bg)
   if total == 0:
