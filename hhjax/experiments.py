@@ -151,7 +151,7 @@ SA_RNN = _video("sa_rnn") + (
 # Table "merge": the segmentation networks of Table VI (the same training runs),
 # evaluated again with runs shorter than MERGE_FRAMES merged into their neighbours
 # (hhjax/models/segmenters/postprocess.py): 1 s at the real washes' 10 frames/s, a
-# quarter of their shortest true step (4.3 s); chosen before looking at test results.
+# quarter of their shortest true step (4.3 s); set by that rule, not tuned on results.
 MERGE_FRAMES = 10
 SEGMENTATION_ROWS = (("MS-TCN + MLP", _seg_mlp("mstcn")),
                      ("MS-TCN++ + MLP", _seg_mlp("mstcn_pp")),
