@@ -498,51 +498,76 @@ def effective(base, row: Row) -> Row:
 def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
             root: pathlib.Path, folds: Sequence[int] | None = None, log=print,
             may_train: bool = True) -> dict:
-  """Trains (or reads back) every seed (and fold) of a row; returns its record."""
+  """Trains (or reads back) every seed (and fold) of a row; returns its record.
+
+  With `may_train` False the record holds the seeds whose runs (every fold of them)
+  are finished, named in its `seeds`; NotRun is raised when none is."""
   row = effective(base, row)
-  per_seed, per_seed_whole, seconds = [], [], 0.0
+  done_seeds, per_seed, per_seed_whole, seconds = [], [], [], 0.0
   for seed in seeds:
-    config = row_config(base, row, seed, budget)
-    workdir = root / row.key / f"seed{seed}"
-    if kind == "folds":
-      from hhjax import crossval  # noqa: PLC0415
-      available = crossval.fold_indices(config.dataset.manual_dir)
-      bundles = set(layout_splits(config.dataset.manual_dir))
-      fold_metrics, whole_metrics = [], []
-      for fold in (folds if folds is not None else available):
-        if may_train:
-          log(f"  {row.name}: seed {seed}, fold {fold}")
-        cfg = crossval.fold_config(config, len(available), fold)
-        m, s, _ = run_one(cfg, workdir / f"fold{fold}", log, may_train)
-        cfg = eval_config(cfg, row)
-        if row.eval_overrides:
-          m = evaluate_split(cfg, workdir / f"fold{fold}", cfg.dataset.eval_split)
-        fold_metrics.append(m)
-        seconds += 0 if math.isnan(s) else s
-        if f"{WHOLE}{fold}" in bundles:
-          whole_metrics.append(evaluate_split(cfg, workdir / f"fold{fold}",
-                                              f"{WHOLE}{fold}"))
-      metrics = _fold_mean(fold_metrics)
-      if whole_metrics:
-        per_seed_whole.append(_fold_mean(whole_metrics))
-    else:
+    try:
+      metrics, whole, s = _run_seed(base, kind, row, seed, budget, root, folds, log,
+                                    may_train)
+    except NotRun:
       if may_train:
-        log(f"  {row.name}: seed {seed}")
-      metrics, s, _ = run_one(config, workdir, log, may_train)
-      if row.eval_overrides:
-        config = eval_config(config, row)
-        metrics = evaluate_split(config, workdir, config.dataset.eval_split)
-      seconds += 0 if math.isnan(s) else s
-    per_seed.append({k: float(v) for k, v in metrics.items()})
+        raise
+      continue
+    done_seeds.append(seed)
+    per_seed.append(metrics)
+    if whole is not None:
+      per_seed_whole.append(whole)
+    seconds += s
+  if not done_seeds:
+    raise NotRun(f"{root / row.key}: no seed of {list(seeds)} finished")
   record = dict(name=row.name, key=row.key, overrides=[list(o) for o in row.overrides],
                 eval_overrides=[list(o) for o in row.eval_overrides],
-                seeds=list(seeds), per_seed=per_seed, mean_sd=mean_sd(per_seed),
+                seeds=done_seeds, per_seed=per_seed, mean_sd=mean_sd(per_seed),
                 paper=row.paper or {},
                 # a row evaluated again shares the training time of its run
                 train_seconds=0.0 if row.eval_overrides else seconds)
   if per_seed_whole:
     record.update(per_seed_whole=per_seed_whole, mean_sd_whole=mean_sd(per_seed_whole))
   return record
+
+
+def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.Path,
+              folds: Sequence[int] | None, log, may_train: bool
+              ) -> tuple[dict, dict | None, float]:
+  """(metrics, whole-clip metrics or None, training seconds) of one seed of a row,
+  the metrics averaged over the folds where the data set has them."""
+  config = row_config(base, row, seed, budget)
+  workdir = root / row.key / f"seed{seed}"
+  seconds, whole = 0.0, None
+  if kind == "folds":
+    from hhjax import crossval  # noqa: PLC0415
+    available = crossval.fold_indices(config.dataset.manual_dir)
+    bundles = set(layout_splits(config.dataset.manual_dir))
+    fold_metrics, whole_metrics = [], []
+    for fold in (folds if folds is not None else available):
+      if may_train:
+        log(f"  {row.name}: seed {seed}, fold {fold}")
+      cfg = crossval.fold_config(config, len(available), fold)
+      m, s, _ = run_one(cfg, workdir / f"fold{fold}", log, may_train)
+      cfg = eval_config(cfg, row)
+      if row.eval_overrides:
+        m = evaluate_split(cfg, workdir / f"fold{fold}", cfg.dataset.eval_split)
+      fold_metrics.append(m)
+      seconds += 0 if math.isnan(s) else s
+      if f"{WHOLE}{fold}" in bundles:
+        whole_metrics.append(evaluate_split(cfg, workdir / f"fold{fold}",
+                                            f"{WHOLE}{fold}"))
+    metrics = _fold_mean(fold_metrics)
+    if whole_metrics:
+      whole = {k: float(v) for k, v in _fold_mean(whole_metrics).items()}
+  else:
+    if may_train:
+      log(f"  {row.name}: seed {seed}")
+    metrics, s, _ = run_one(config, workdir, log, may_train)
+    if row.eval_overrides:
+      config = eval_config(config, row)
+      metrics = evaluate_split(config, workdir, config.dataset.eval_split)
+    seconds += 0 if math.isnan(s) else s
+  return {k: float(v) for k, v in metrics.items()}, whole, seconds
 
 
 WHOLE = "whole"   # bundles whole<k>: fold k's people's whole-clip washes (compose.py)
@@ -642,6 +667,15 @@ def _fmt(metric: str, value) -> str:
   return reporting.cell(metric, value, decimals=1)
 
 
+def _row_label(row: dict, meta: dict) -> str:
+  """The row's name, with the seeds it has where that is fewer than the table's."""
+  seeds = row.get("seeds", meta["seeds"])
+  if list(seeds) == list(meta["seeds"]):
+    return row["name"]
+  return f"{row['name']} (seed{'s' if len(seeds) > 1 else ''} " \
+         f"{', '.join(map(str, seeds))} only)"
+
+
 def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
                  claims: list[dict]) -> str:
   """Markdown: ours (mean +- sd) and the paper's figure per metric, then the claims."""
@@ -657,7 +691,7 @@ def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
            + ".", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in rows:
-    cells = [r["name"]]
+    cells = [_row_label(r, meta)]
     for m in metrics:
       if m in r["mean_sd"]:
         mean, sd = r["mean_sd"][m]
@@ -673,7 +707,7 @@ def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
               "| Method | " + " | ".join(LABELS[m] for m in metrics) + " |",
               "|" + "---|" * (len(metrics) + 1)]
     for r in rows:
-      cells = [r["name"]]
+      cells = [_row_label(r, meta)]
       for m in metrics:
         mean, sd = r.get("mean_sd_whole", {}).get(m, (math.nan, math.nan))
         cells.append(_fmt(m, mean) + ("" if not math.isfinite(sd) else
@@ -723,6 +757,9 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
     may_train = not REPORT_ONLY and row.name in chosen
     try:
       rows.append(run_row(base, kind, row, seeds, budget, root, folds, log, may_train))
+      if rows[-1]["seeds"] != list(seeds):
+        log(f"  {row.name}: listed with seed(s) {rows[-1]['seeds']} only, the others "
+            "not finished")
     except NotRun as e:
       why = "--report-only" if REPORT_ONLY else "not among --rows"
       log(f"  {row.name}: not finished ({e}); left out ({why})")

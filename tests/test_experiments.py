@@ -78,6 +78,42 @@ def test_table_runs_rows_writes_files_and_skips_finished_rows(tmp_path, monkeypa
   assert len(trained) == 1 and "learnable_sigmoid=False" in str(trained[0])
 
 
+def test_rows_left_out_of_rows_are_listed_with_their_finished_seeds(tmp_path,
+                                                                    monkeypatch):
+  """More seeds for some rows (--rows) keep the other rows in the table, with the
+  seeds they have, named; a row with no finished seed is left out."""
+  finished = {}   # workdir -> spearman
+
+  def fake_run_one(config, workdir, log=print, may_train=True):
+    if str(workdir) not in finished:
+      if not may_train:
+        raise experiments.NotRun(str(workdir))
+      finished[str(workdir)] = 0.1 * (len(finished) + 1)
+    return {"spearman": finished[str(workdir)]}, 1.0, False
+
+  monkeypatch.setattr(experiments, "run_one", fake_run_one)
+  base = (_tiny(tmp_path), "split")
+  out = tmp_path / "out"
+  experiments.run_table("12", "tiny", [0], "full", out, base=base, log=lambda *_: None)
+  messages = []
+  result = experiments.run_table("12", "tiny", [0, 1], "full", out, base=base,
+                                 log=messages.append, rows_wanted=["KAS"])
+  mlp, kas = result["rows"]
+  assert kas["seeds"] == [0, 1] and mlp["seeds"] == [0]
+  assert [s["spearman"] for s in mlp["per_seed"]] == pytest.approx([0.1])
+  assert math.isnan(mlp["mean_sd"]["spearman"][1])
+  assert kas["mean_sd"]["spearman"][0] == pytest.approx((0.2 + 0.3) / 2)
+  md = (out / "table12_full.md").read_text()
+  assert "| segment + MLP (seed 0 only) |" in md and "| segment + KAS |" in md
+  assert any("segment + MLP: listed with seed(s) [0] only" in m for m in messages)
+  # Seeds that no row has finished: the rows not chosen are left out, named.
+  messages.clear()
+  result = experiments.run_table("12", "tiny", [5], "full", out, base=base,
+                                 log=messages.append, rows_wanted=["KAS"])
+  assert [r["name"] for r in result["rows"]] == ["segment + KAS"]
+  assert any("segment + MLP: not finished" in m for m in messages)
+
+
 def test_evaluation_only_rows_share_the_training_run(tmp_path, monkeypatch):
   """A row with eval_overrides (short runs merged) re-evaluates its twin's run into
   files of its own; the twin's figures and files are untouched."""
