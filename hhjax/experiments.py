@@ -22,10 +22,12 @@ and evaluates on people not trained on:
   settings is an error, never a silent stand-in); an interrupted one resumes from its
   last checkpoint. Rows shared by several tables (e.g. the joint model) are trained once;
 * `--rows A,B` trains only the rows whose names contain A or B; the table still lists
-  every other row already finished at that budget;
+  every other row already finished at that budget, with the seeds it has (named where
+  they are fewer than `--seeds`);
 * `<out>/table<k>_<budget>.md` and `.json` hold mean +- sd over the seeds for every
   metric, the paper's figures in columns beside ours, and one line per claim of the
-  paper saying whether it holds here (and by how much).
+  paper saying whether it holds here (and by how much); `.png` draws edit, F1@50,
+  Segs/true and Spearman per row (mean +- sd, each seed, the paper's figure).
 
 Data sets: `synthetic` (the built-in synthetic HHA300, `configs/hha300_synthetic.py`),
 `handwash` (real washes composed from the clips in ../shared/realdata, leave-people-out
@@ -725,6 +727,80 @@ def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
   return "\n".join(lines) + "\n"
 
 
+PLOT_METRICS = ("edit", "f1@50", "segs", "spearman")
+
+
+def plot_table(path: pathlib.Path, spec: dict, rows: list[dict], meta: dict) -> dict:
+  """Draws a table's headline metrics (edit, F1@50, Segs/true, Spearman: those any row
+  has) as horizontal bars, one panel each: the mean over seeds with its sd as an error
+  bar, every seed as a dot, whole-clip washes as a second bar where measured, and the
+  paper's figure as a diamond. Writes a PNG; returns what was drawn,
+  `{metric: [(row name, kind, mean, sd, seed values), ...]}` (kind "composed"/"whole").
+  """
+  import matplotlib  # noqa: PLC0415
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  panels = [m for m in PLOT_METRICS if any(m in r["mean_sd"] for r in rows)]
+  if not panels:
+    return {}
+  whole = any("mean_sd_whole" in r for r in rows)
+  drawn: dict = {}
+  labelled: set[str] = set()
+
+  def label(name: str) -> str | None:   # each legend entry once in the figure
+    if name in labelled:
+      return None
+    labelled.add(name)
+    return name
+
+  kinds = [("composed washes" if whole else "ours", "mean_sd", "per_seed", "#4c72b0")]
+  if whole:
+    kinds.append(("whole-clip washes", "mean_sd_whole", "per_seed_whole", "#dd8452"))
+  height = 0.8 / len(kinds)
+  fig, axes = plt.subplots(1, len(panels), sharey=True, squeeze=False,
+                           figsize=(3.2 * len(panels) + 2.5, 1.2 + 0.45 * len(rows)))
+  for ax, metric in zip(axes[0], panels):
+    drawn[metric] = []
+    for i, r in enumerate(rows):
+      y0 = len(rows) - 1 - i
+      for k, (kind, key, seeds_key, colour) in enumerate(kinds):
+        if metric not in r.get(key, {}):
+          continue
+        y = y0 + 0.4 - height * (k + 0.5)
+        mean, sd = r[key][metric]
+        values = [s[metric] for s in r.get(seeds_key, []) if metric in s]
+        ax.barh(y, mean, height, color=colour, alpha=0.75, label=label(kind),
+                xerr=sd if math.isfinite(sd) else None, capsize=2)
+        ax.plot(values, [y] * len(values), "k.", markersize=3,
+                label=label("one seed"))
+        drawn[metric].append((r["name"], "whole" if k else "composed", mean, sd,
+                              values))
+      if r["paper"].get(metric) is not None:
+        ax.plot(r["paper"][metric], y0, "D", color="#c44e52", markersize=5,
+                label=label("paper"))
+    ax.set_title(LABELS[metric] + ("" if HIGHER_IS_BETTER[metric]
+                                   else " (lower is better)"), fontsize=9)
+    if metric == "segs":    # the right count: as many segments as true steps
+      ax.axvline(1.0, color="k", linewidth=0.8, linestyle="--")
+    ax.grid(axis="x", alpha=0.3)
+  axes[0][0].set_yticks(range(len(rows)))
+  axes[0][0].set_yticklabels([_row_label(r, meta) for r in rows][::-1], fontsize=8)
+  handles, labels = [], []
+  for ax in axes[0]:
+    h, l = ax.get_legend_handles_labels()
+    handles += h
+    labels += l
+  fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8,
+             frameon=False)
+  fig.suptitle(f"{spec['title']} ({meta['dataset']}, {meta['budget']} budget, "
+               f"seeds {meta['seeds']}; bars: mean ± sd, dots: seeds)", fontsize=9)
+  fig.tight_layout(rect=(0, 0.05, 1, 1))
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return drawn
+
+
 def select_rows(rows: Sequence[Row], patterns: Sequence[str] | None) -> set[str]:
   """Names of the rows whose names contain one of `patterns` (case-insensitive); all
   rows when `patterns` is None."""
@@ -776,6 +852,7 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
       dict(meta=meta, title=spec["title"], rows=rows, claims=claims), indent=2))
   text = format_table(table, spec, rows, meta, claims)
   (out / f"table{table}_{budget}.md").write_text(text)
+  plot_table(out / f"table{table}_{budget}.png", spec, rows, meta)
   log(text)
   return dict(meta=meta, rows=rows, claims=claims)
 

@@ -33,6 +33,8 @@ def test_table_runs_rows_writes_files_and_skips_finished_rows(tmp_path, monkeypa
                                  log=lambda *_: None)
   md = (out / "table12_full.md").read_text()
   saved = json.loads((out / "table12_full.json").read_text())
+  # The figure beside the table is drawn from the same figures.
+  assert (out / "table12_full.png").stat().st_size > 0
   assert [r["name"] for r in saved["rows"]] == ["segment + MLP", "segment + KAS"]
   # Our figures (mean over one seed) and the paper's beside them.
   assert "Sp.Corr ours" in md and "Sp.Corr paper" in md and "0.814" in md
@@ -137,6 +139,31 @@ def test_evaluation_only_rows_share_the_training_run(tmp_path, monkeypatch):
   assert again["per_seed"][0]["segs"] <= raw["per_seed"][0]["segs"]
   with pytest.raises(ValueError, match="not an evaluation-time field"):
     experiments.Row("B", ours, eval_overrides=(("model.channels", 8),))
+
+
+def test_plot_draws_each_rows_mean_sd_seeds_and_whole_clip_bars(tmp_path):
+  import matplotlib.image
+  rows = [dict(name="A", per_seed=[{"edit": 50.0, "segs": 2.0}, {"edit": 70.0,
+                                                                   "segs": 1.0}],
+               mean_sd={"edit": (60.0, 14.1), "segs": (1.5, 0.7)},
+               per_seed_whole=[{"edit": 40.0}, {"edit": 44.0}],
+               mean_sd_whole={"edit": (42.0, 2.8)}, paper={"edit": 80.0}, seeds=[0, 1]),
+          dict(name="B", per_seed=[{"spearman": 0.3}], mean_sd={"spearman": (0.3,
+                                                                           math.nan)},
+               paper={}, seeds=[0])]
+  meta = dict(dataset="tiny", budget="quick", seeds=[0, 1])
+  path = tmp_path / "t.png"
+  drawn = experiments.plot_table(path, dict(title="T"), rows, meta)
+  assert list(drawn) == ["edit", "segs", "spearman"]   # F1@50: no row has it
+  assert drawn["edit"] == [("A", "composed", 60.0, 14.1, [50.0, 70.0]),
+                           ("A", "whole", 42.0, 2.8, [40.0, 44.0])]
+  assert drawn["segs"] == [("A", "composed", 1.5, 0.7, [2.0, 1.0])]
+  assert drawn["spearman"][0][:2] == ("B", "composed")
+  image = matplotlib.image.imread(path)
+  assert image.shape[0] > 100 and image.shape[1] > 3 * image.shape[0] / 2
+  assert experiments.plot_table(tmp_path / "none.png", dict(title="T"),
+                                [dict(name="C", mean_sd={}, paper={})], meta) == {}
+  assert not (tmp_path / "none.png").exists()
 
 
 def test_row_keys_are_shared_and_distinct(tmp_path):
