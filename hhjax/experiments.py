@@ -544,23 +544,27 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
     from hhjax import crossval  # noqa: PLC0415
     available = crossval.fold_indices(config.dataset.manual_dir)
     bundles = set(layout_splits(config.dataset.manual_dir))
-    fold_metrics, whole_metrics = [], []
+    runs = []
     for fold in (folds if folds is not None else available):
       if may_train:
         log(f"  {row.name}: seed {seed}, fold {fold}")
       cfg = crossval.fold_config(config, len(available), fold)
       m, s, _ = run_one(cfg, workdir / f"fold{fold}", log, may_train)
-      cfg = eval_config(cfg, row)
+      seconds += 0 if math.isnan(s) else s
+      runs.append((fold, eval_config(cfg, row), m))
+    # Evaluated again only once every fold of the seed is finished (an unfinished
+    # fold raises NotRun above, and the seed is left out whole).
+    fold_metrics, whole_metrics = [], []
+    for fold, cfg, m in runs:
       if row.eval_overrides:
         m = evaluate_split(cfg, workdir / f"fold{fold}", cfg.dataset.eval_split)
       fold_metrics.append(m)
-      seconds += 0 if math.isnan(s) else s
       if f"{WHOLE}{fold}" in bundles:
         whole_metrics.append(evaluate_split(cfg, workdir / f"fold{fold}",
                                             f"{WHOLE}{fold}"))
     metrics = _fold_mean(fold_metrics)
     if whole_metrics:
-      whole = {k: float(v) for k, v in _fold_mean(whole_metrics).items()}
+      whole = _fold_mean(whole_metrics)
   else:
     if may_train:
       log(f"  {row.name}: seed {seed}")
@@ -754,9 +758,12 @@ def plot_table(path: pathlib.Path, spec: dict, rows: list[dict], meta: dict) -> 
     labelled.add(name)
     return name
 
-  kinds = [("composed washes" if whole else "ours", "mean_sd", "per_seed", "#4c72b0")]
+  # (kind, legend entry, mean_sd key, per-seed key, colour)
+  kinds = [("composed", "composed washes" if whole else "ours", "mean_sd", "per_seed",
+            "#4c72b0")]
   if whole:
-    kinds.append(("whole-clip washes", "mean_sd_whole", "per_seed_whole", "#dd8452"))
+    kinds.append(("whole", "whole-clip washes", "mean_sd_whole", "per_seed_whole",
+                  "#dd8452"))
   height = 0.8 / len(kinds)
   fig, axes = plt.subplots(1, len(panels), sharey=True, squeeze=False,
                            figsize=(3.2 * len(panels) + 2.5, 1.2 + 0.45 * len(rows)))
@@ -764,18 +771,17 @@ def plot_table(path: pathlib.Path, spec: dict, rows: list[dict], meta: dict) -> 
     drawn[metric] = []
     for i, r in enumerate(rows):
       y0 = len(rows) - 1 - i
-      for k, (kind, key, seeds_key, colour) in enumerate(kinds):
+      for k, (kind, legend, key, seeds_key, colour) in enumerate(kinds):
         if metric not in r.get(key, {}):
           continue
         y = y0 + 0.4 - height * (k + 0.5)
         mean, sd = r[key][metric]
         values = [s[metric] for s in r.get(seeds_key, []) if metric in s]
-        ax.barh(y, mean, height, color=colour, alpha=0.75, label=label(kind),
+        ax.barh(y, mean, height, color=colour, alpha=0.75, label=label(legend),
                 xerr=sd if math.isfinite(sd) else None, capsize=2)
         ax.plot(values, [y] * len(values), "k.", markersize=3,
                 label=label("one seed"))
-        drawn[metric].append((r["name"], "whole" if k else "composed", mean, sd,
-                              values))
+        drawn[metric].append((r["name"], kind, mean, sd, values))
       if r["paper"].get(metric) is not None:
         ax.plot(r["paper"][metric], y0, "D", color="#c44e52", markersize=5,
                 label=label("paper"))
