@@ -631,10 +631,16 @@ def _resolve(target: str, rows: list[dict], subject: str) -> list[dict]:
 def judge_claim(claim: tuple, rows: list[dict]) -> dict:
   """Whether a claim of the paper holds here.
 
-  A claim `(metric, subject, other(s), text[, "par"])` holds when the subject's mean
-  is better than each other row's mean (for "par", "as good as": not worse by more
-  than two points, or 0.02 for Spearman, or one sd). The margin and whether it exceeds
-  the seeds' spread are reported.
+  A claim `(metric, subject, other(s), text[, "par"])` says the subject's mean is
+  better than each other row's ("par": as good as, i.e. not worse by more than two
+  points, or 0.02 for Spearman, or one sd). With one seed the verdict reads the means
+  alone: "holds" or "does not hold". With several seeds a margin no larger than the
+  seeds' spread (the larger sd of the two rows) decides nothing, so a "better than"
+  claim
+    holds          when the subject is better than every other row beyond the spread,
+    does not hold  when it is worse than some row beyond the spread,
+    is not shown   otherwise (some margin within the spread, none clearly against it).
+  Each margin is reported, marked where it is within the spread.
   """
   metric, subject, target, text, *mode = claim
   by_name = {r["name"]: r for r in rows}
@@ -645,25 +651,34 @@ def judge_claim(claim: tuple, rows: list[dict]) -> dict:
     return dict(text=text, verdict="not measured", detail="nothing to compare with")
   mean, sd = by_name[subject]["mean_sd"][metric]
   sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-  details, holds = [], True
+  par = bool(mode) and mode[0] == "par"
+  details, margins, spreads, seeded = [], [], [], False
   for other in others:
     o_mean, o_sd = other["mean_sd"][metric]
     margin = sign * (mean - o_mean)
-    spread = np.nanmax([sd, o_sd, 0.0])
-    if mode and mode[0] == "par":
-      tolerance = max(0.02 if metric == "spearman" else 2.0, spread)
-      ok = margin >= -tolerance      # as good as: not worse by more than that
-    else:
-      ok = margin > 0
-    holds &= bool(ok)
+    spread = float(np.nanmax([sd, o_sd, 0.0]))
+    margins.append(margin)
+    spreads.append(spread)
     fmt = "{:+.3f}" if metric == "spearman" else "{:+.2f}"
     if not (math.isfinite(sd) or math.isfinite(o_sd)):
       noise = " (one seed: no spread to judge it by)"
     else:
+      seeded = True
       noise = " (within the seeds' spread)" if abs(margin) <= spread else ""
     details.append(f"{'vs ' + other['name']}: {fmt.format(margin)}{noise}")
-  return dict(text=text, verdict="holds" if holds else "does not hold",
-              detail="; ".join(details))
+  margins, spreads = np.array(margins), np.array(spreads)
+  if par:
+    floor = np.maximum(0.02 if metric == "spearman" else 2.0, spreads)
+    verdict = "holds" if (margins >= -floor).all() else "does not hold"
+  elif not seeded:
+    verdict = "holds" if (margins > 0).all() else "does not hold"
+  elif (margins > spreads).all():
+    verdict = "holds"
+  elif (margins < -spreads).any():
+    verdict = "does not hold"
+  else:
+    verdict = "not shown"
+  return dict(text=text, verdict=verdict, detail="; ".join(details))
 
 
 # ------------------------------------------------------------------------- reports

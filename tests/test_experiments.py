@@ -206,6 +206,29 @@ def test_claims_by_hand():
   assert missing["verdict"] == "not measured"
 
 
+def test_claims_within_the_spread_are_not_shown():
+  # sd 2 on every row: a margin of 1.5 decides nothing, 3 does.
+  def row(name, edit, sd=2.0):
+    return dict(name=name, mean_sd={"edit": (edit, sd)})
+  claim = ("edit", "Ours", "every segmentation network + MLP", "ours best")
+  judge = lambda *rows: experiments.judge_claim(claim, list(rows))
+  clear = judge(row("A + MLP", 70.0), row("Ours", 73.0))
+  assert clear["verdict"] == "holds" and "(within" not in clear["detail"]
+  close = judge(row("A + MLP", 70.0), row("B + MLP", 71.5), row("Ours", 73.0))
+  assert close["verdict"] == "not shown"
+  assert "vs B + MLP: +1.50 (within the seeds' spread)" in close["detail"]
+  tied = judge(row("A + MLP", 73.0), row("Ours", 73.0))
+  assert tied["verdict"] == "not shown"
+  # Clearly worse than one row outweighs a close call with another.
+  worse = judge(row("A + MLP", 72.0), row("B + MLP", 77.0), row("Ours", 73.0))
+  assert worse["verdict"] == "does not hold"
+  # The larger sd of the pair is the spread; one seed alone reads the means.
+  assert judge(row("A + MLP", 70.0, sd=math.nan), row("Ours", 71.0, sd=0.5))[
+      "verdict"] == "holds"
+  single = judge(row("A + MLP", 72.9, sd=math.nan), row("Ours", 73.0, sd=math.nan))
+  assert single["verdict"] == "holds" and "one seed" in single["detail"]
+
+
 def test_mean_sd_skips_nan():
   out = experiments.mean_sd([{"acc": 1.0, "spearman": math.nan}, {"acc": 3.0,
                                                                   "spearman": 0.5}])
