@@ -822,6 +822,90 @@ def plot_table(path: pathlib.Path, spec: dict, rows: list[dict], meta: dict) -> 
   return drawn
 
 
+def _source(meta: dict) -> str:
+  seeds = len(meta["seeds"])
+  return f"{meta['dataset']}, {meta['budget']}, {seeds} seed{'s' if seeds > 1 else ''}"
+
+
+def claims_matrix(results: Sequence[dict]) -> str:
+  """Markdown: every claim of the given tables against every data set / budget.
+
+  `results` are the `table<k>_<budget>.json` contents written by `run_table`. One row
+  per (table, claim), in the order of TABLE_ORDER; one column per data set, budget and
+  seed count (and its whole-clip washes where the table has them); a cell is the
+  verdict, "-" where that table was not run on those data. The margins behind each
+  verdict are in the table's own file.
+  """
+  if not results:
+    raise ValueError("no table results to summarise")
+  columns: list[str] = []
+  cells: dict[tuple[str, str], dict[str, str]] = {}
+  titles: dict[str, str] = {}
+  for result in results:
+    meta = result["meta"]
+    source = _source(meta)
+    titles[meta["table"]] = result["title"]
+    for claim in result["claims"]:
+      row = cells.setdefault((meta["table"], claim["text"]), {})
+      for column, verdict in ((source, claim["verdict"]),
+                              (f"{source}, whole-clip",
+                               claim.get("whole", {}).get("verdict"))):
+        if verdict is None:
+          continue
+        if column in row and row[column] != verdict:
+          raise ValueError(f"two results for table {meta['table']} on {column} disagree "
+                           f"on '{claim['text']}': pass one file per table and data set")
+        row[column] = verdict
+        if column not in columns:
+          columns.append(column)
+  order = {t: i for i, t in enumerate(TABLE_ORDER)}
+  keys = sorted(cells, key=lambda k: order.get(k[0], len(order)))  # stable: claim order
+  lines = ["| Table | Claim | " + " | ".join(columns) + " |",
+           "|" + "---|" * (len(columns) + 2)]
+  for table, text in keys:
+    short = titles[table].split(":")[0]
+    lines.append(f"| {short} | {text} | " + " | ".join(
+        cells[(table, text)].get(c, "-") for c in columns) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def claims_main(argv: Sequence[str]) -> int:
+  """`python -m hhjax.experiments claims PATH...`: the claims of every table file found
+  (files, or folders holding `table*.json`) as one markdown matrix."""
+  parser = argparse.ArgumentParser(
+      prog="python -m hhjax.experiments claims",
+      description="Every claim of the tables already written, one verdict per data set.")
+  parser.add_argument("paths", nargs="+", help="table<k>_<budget>.json files or folders")
+  parser.add_argument("--out", default=None, help="also write the markdown here")
+  args = parser.parse_args(argv)
+  files = []
+  for path in map(pathlib.Path, args.paths):
+    if path.is_dir():
+      files += sorted(path.glob("table*.json"))
+    elif path.is_file():
+      files.append(path)
+    else:
+      parser.error(f"{path}: no such file or folder")
+  if not files:
+    parser.error(f"no table*.json in {', '.join(args.paths)}")
+  results = []
+  for f in files:
+    try:
+      result = json.loads(f.read_text())
+      result["meta"]["table"], result["claims"]  # noqa: B018  (the fields needed)
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+      parser.error(f"{f}: not a table written by hhjax.experiments ({e!r})")
+    results.append(result)
+  try:
+    text = claims_matrix(results)
+  except ValueError as e:
+    parser.error(str(e))
+  print(text, end="")
+  if args.out:
+    pathlib.Path(args.out).write_text(text)
+  return 0
+
+
 def select_rows(rows: Sequence[Row], patterns: Sequence[str] | None) -> set[str]:
   """Names of the rows whose names contain one of `patterns` (case-insensitive); all
   rows when `patterns` is None."""
@@ -879,10 +963,14 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if argv[:1] == ["claims"]:
+    return claims_main(argv[1:])
   parser = argparse.ArgumentParser(
       prog="python -m hhjax.experiments",
       description="Train and tabulate the paper's comparisons (Tables VI, VIII-XIII).")
-  parser.add_argument("table", help=f"one of {', '.join(TABLE_ORDER)}, or all")
+  parser.add_argument("table", help=f"one of {', '.join(TABLE_ORDER)}, or all ('claims "
+                                    "PATH...' instead summarises tables already written)")
   parser.add_argument("--dataset", default="synthetic",
                       help="synthetic | handwash | a manual directory (default synthetic)")
   parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")

@@ -281,3 +281,46 @@ def test_every_row_of_every_table_is_a_valid_model(dataset):
       assert out["video_score"].shape == (2,), row.name
       state.create_optimizer(config).init(params["params"])   # its lr groups match
   assert len(seen) >= 10    # three pooling regressors, six ACTION-NETs, the SA-RNN
+
+
+def _result(table, dataset, budget, seeds, claims):
+  return dict(meta=dict(table=table, dataset=dataset, seeds=list(range(seeds)),
+                        budget=budget, kind="split"),
+              title=f"Table {table}: x", rows=[], claims=claims)
+
+
+def test_claims_matrix_by_hand(tmp_path, capsys):
+  real = _result("9", "handwash", "full", 3, [
+      dict(text="LT improves edit", verdict="not shown", detail="",
+           whole=dict(text="LT improves edit", verdict="does not hold", detail=""))])
+  synth6 = _result("6", "synthetic", "quick", 1, [
+      dict(text="ours best", verdict="holds", detail="")])
+  synth9 = _result("9", "synthetic", "quick", 1, [
+      dict(text="LT improves edit", verdict="does not hold", detail="")])
+  md = experiments.claims_matrix([real, synth9, synth6]).splitlines()
+  assert md[0] == ("| Table | Claim | handwash, full, 3 seeds | handwash, full, 3 seeds, "
+                   "whole-clip | synthetic, quick, 1 seed |")
+  # Table VI comes before Table IX whatever the order of the files.
+  assert md[2] == "| Table 6 | ours best | - | - | holds |"
+  assert md[3] == ("| Table 9 | LT improves edit | not shown | does not hold | "
+                   "does not hold |")
+  assert len(md) == 4
+  # The same table and data twice with different verdicts is refused, not merged.
+  other = copy.deepcopy(synth9)
+  other["claims"][0]["verdict"] = "holds"
+  with pytest.raises(ValueError, match="disagree on 'LT improves edit'"):
+    experiments.claims_matrix([synth9, other])
+  # The command reads folders, names a file it cannot read, and writes --out.
+  (tmp_path / "a").mkdir()
+  (tmp_path / "a" / "table9_full.json").write_text(json.dumps(real))
+  (tmp_path / "a" / "table6_quick.json").write_text(json.dumps(synth6))
+  out = tmp_path / "claims.md"
+  assert experiments.main(["claims", str(tmp_path / "a"), "--out", str(out)]) == 0
+  assert out.read_text() == capsys.readouterr().out
+  # Columns come in the order the files are read (sorted names in a folder).
+  assert "| Table 6 | ours best | holds | - | - |" in out.read_text()
+  (tmp_path / "a" / "table8_quick.json").write_text("{not json")
+  with pytest.raises(SystemExit):
+    experiments.main(["claims", str(tmp_path / "a")])
+  assert "table8_quick.json: not a table written by hhjax.experiments" in \
+      capsys.readouterr().err
