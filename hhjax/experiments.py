@@ -528,7 +528,8 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
                 # a row evaluated again shares the training time of its run
                 train_seconds=0.0 if row.eval_overrides else seconds)
   if per_seed_whole:
-    record.update(per_seed_whole=per_seed_whole, mean_sd_whole=mean_sd(per_seed_whole))
+    record.update(per_seed_whole=per_seed_whole, mean_sd_whole=mean_sd(per_seed_whole),
+                  whole_videos=min(w[WHOLE_VIDEOS] for w in per_seed_whole))
   return record
 
 
@@ -554,7 +555,7 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
       runs.append((fold, eval_config(cfg, row), m))
     # Evaluated again only once every fold of the seed is finished (an unfinished
     # fold raises NotRun above, and the seed is left out whole).
-    fold_metrics, whole_metrics = [], []
+    fold_metrics, whole_metrics, whole_counts = [], [], []
     for fold, cfg, m in runs:
       if row.eval_overrides:
         m = evaluate_split(cfg, workdir / f"fold{fold}", cfg.dataset.eval_split)
@@ -562,9 +563,12 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
       if f"{WHOLE}{fold}" in bundles:
         whole_metrics.append(evaluate_split(cfg, workdir / f"fold{fold}",
                                             f"{WHOLE}{fold}"))
+        whole_counts.append(len(_split_videos(cfg.dataset.manual_dir,
+                                              f"{WHOLE}{fold}")))
     metrics = _fold_mean(fold_metrics)
     if whole_metrics:
-      whole = _fold_mean(whole_metrics)
+      # The fewest whole-clip washes of any fold: ranking them needs enough of them.
+      whole = dict(_fold_mean(whole_metrics), **{WHOLE_VIDEOS: min(whole_counts)})
   else:
     if may_train:
       log(f"  {row.name}: seed {seed}")
@@ -577,11 +581,21 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
 
 
 WHOLE = "whole"   # bundles whole<k>: fold k's people's whole-clip washes (compose.py)
+WHOLE_VIDEOS = "videos"   # key of the fewest whole-clip washes in a fold
+# Score-ranking metrics mean little over a handful of videos (two videos give a
+# Spearman of +-1): claims on them are not judged on fewer videos per fold than this.
+RANKING_METRICS = ("spearman", "rank_acc")
+MIN_VIDEOS_TO_RANK = 5
 
 
 def layout_splits(manual_dir) -> tuple[str, ...]:
   from hhjax.data import layout  # noqa: PLC0415
   return layout.list_splits(manual_dir)
+
+
+def _split_videos(manual_dir, split: str) -> list[str]:
+  from hhjax.data import layout  # noqa: PLC0415
+  return layout.read_split(manual_dir, split)
 
 
 def _fold_mean(fold_metrics: list[dict]) -> dict[str, float]:
@@ -681,6 +695,35 @@ def judge_claim(claim: tuple, rows: list[dict]) -> dict:
   return dict(text=text, verdict=verdict, detail="; ".join(details))
 
 
+def judge_whole_clip(specs: Sequence[tuple], claims: list[dict], rows: list[dict],
+                     meta: dict) -> None:
+  """Adds to each judged claim its verdict on the whole-clip washes, where the rows
+  have them (`mean_sd_whole`).
+
+  With fewer than MIN_VIDEOS_TO_RANK whole-clip washes in some fold (`whole_videos`)
+  a ranking metric means nothing: its claims are "not measured", its means are taken
+  out of the rows' `mean_sd_whole` (so neither the table nor the figure shows them;
+  `per_seed_whole` keeps the values) and `meta["whole_videos"]` records the count.
+  """
+  if not any("mean_sd_whole" in r for r in rows):
+    return
+  videos = min(r.get("whole_videos", math.inf) for r in rows)
+  few = videos < MIN_VIDEOS_TO_RANK
+  if few:
+    meta["whole_videos"] = videos
+    for r in rows:
+      for m in RANKING_METRICS:
+        r.get("mean_sd_whole", {}).pop(m, None)
+  whole_rows = [dict(r, mean_sd=r.get("mean_sd_whole", {})) for r in rows]
+  for spec, judged in zip(specs, claims):
+    if few and spec[0] in RANKING_METRICS:
+      judged["whole"] = dict(text=spec[3], verdict="not measured",
+                             detail=f"{videos} whole-clip washes per fold: too few to "
+                                    "rank")
+    else:
+      judged["whole"] = judge_claim(spec, whole_rows)
+
+
 # ------------------------------------------------------------------------- reports
 
 def _fmt(metric: str, value) -> str:
@@ -723,8 +766,13 @@ def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
     cells += [_fmt(m, r["paper"].get(m)) for m in metrics]
     lines.append("| " + " | ".join(cells) + " |")
   if any("mean_sd_whole" in r for r in rows):
+    few = meta.get("whole_videos")
     lines += ["", "Whole-clip washes (each held-out person's clips played in full, in "
-              "WHO order, as one video; the same models):", "",
+              "WHO order, as one video; the same models"
+              + ("" if few is None else
+                 f"; {few} washes per fold, too few to rank: "
+                 + " and ".join(LABELS[m] for m in RANKING_METRICS) + " left out")
+              + "):", "",
               "| Method | " + " | ".join(LABELS[m] for m in metrics) + " |",
               "|" + "---|" * (len(metrics) + 1)]
     for r in rows:
@@ -946,12 +994,9 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
       log(f"  {row.name}: not finished ({e}); left out ({why})")
   if not rows:
     return {}
-  claims = [judge_claim(c, rows) for c in spec["claims"]]
-  if any("mean_sd_whole" in r for r in rows):
-    whole_rows = [dict(r, mean_sd=r.get("mean_sd_whole", {})) for r in rows]
-    for claim, judged in zip(spec["claims"], claims):
-      judged["whole"] = judge_claim(claim, whole_rows)
   meta = dict(table=table, dataset=dataset, seeds=list(seeds), budget=budget, kind=kind)
+  claims = [judge_claim(c, rows) for c in spec["claims"]]
+  judge_whole_clip(spec["claims"], claims, rows, meta)
   out.mkdir(parents=True, exist_ok=True)
   (out / f"table{table}_{budget}.json").write_text(json.dumps(
       dict(meta=meta, title=spec["title"], rows=rows, claims=claims), indent=2))

@@ -324,3 +324,35 @@ def test_claims_matrix_by_hand(tmp_path, capsys):
     experiments.main(["claims", str(tmp_path / "a")])
   assert "table8_quick.json: not a table written by hhjax.experiments" in \
       capsys.readouterr().err
+
+
+@pytest.mark.parametrize("videos", [2, 6])
+def test_whole_clip_ranking_claims_need_enough_videos(videos):
+  def row(name, edit, sp):
+    return dict(name=name, mean_sd={"edit": (edit, 0.5), "spearman": (sp, 0.01)},
+                paper={}, train_seconds=0.0, mean_sd_whole={"edit": (edit, 0.5), "spearman": (sp, 0.01)},
+                per_seed_whole=[{"edit": edit, "spearman": sp, "videos": videos}],
+                whole_videos=videos)
+  rows = [row("A + MLP", 80.0, 0.5), row("Ours", 85.0, 0.9)]
+  specs = [("edit", "Ours", "A + MLP", "ours edits best"),
+           ("spearman", "Ours", "A + MLP", "ours ranks best")]
+  claims = [experiments.judge_claim(c, rows) for c in specs]
+  meta = {}
+  experiments.judge_whole_clip(specs, claims, rows, meta)
+  assert claims[0]["whole"]["verdict"] == "holds"          # edit is judged either way
+  if videos < experiments.MIN_VIDEOS_TO_RANK:
+    assert claims[1]["whole"] == dict(text="ours ranks best", verdict="not measured",
+                                      detail="2 whole-clip washes per fold: too few "
+                                             "to rank")
+    assert meta == {"whole_videos": 2}
+    assert all("spearman" not in r["mean_sd_whole"] for r in rows)
+    assert rows[1]["per_seed_whole"][0]["spearman"] == 0.9   # the values are kept
+    md = experiments.format_table("x", dict(title="T", claims=specs), rows,
+                                  dict(meta, dataset="d", seeds=[0], budget="full",
+                                       kind="folds"), claims)
+    assert "2 washes per fold, too few to rank: Sp.Corr and RankAcc left out" in md
+    assert "- on whole-clip washes: **not measured** (2 whole-clip washes" in md
+  else:
+    assert claims[1]["whole"]["verdict"] == "holds" and meta == {}
+    assert "spearman" in rows[1]["mean_sd_whole"]
+  assert claims[1]["verdict"] == "holds"      # composed washes: judged as before
