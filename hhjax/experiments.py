@@ -4,6 +4,7 @@ r"""The paper's comparisons in one command: every row of Li et al.'s Tables VI-X
   python -m hhjax.experiments all --dataset handwash --seeds 3 --out runs/tables_real
   python -m hhjax.experiments 12 --dataset /path/to/manual_dir --budget full
   python -m hhjax.experiments 6 --dataset handwash --budget full --rows "Ours,BCN"
+  python -m hhjax.experiments claims runs/tables/table6_quick.json runs/tables_real
 
 TABLE is `6`, `8`, `9`, `10`, `11`, `12`, `13`, `joint` (what "joint" training means:
 ground-truth against predicted segments, input against stage features), `merge` (every
@@ -27,7 +28,15 @@ and evaluates on people not trained on:
 * `<out>/table<k>_<budget>.md` and `.json` hold mean +- sd over the seeds for every
   metric, the paper's figures in columns beside ours, and one line per claim of the
   paper saying whether it holds here (and by how much); `.png` draws edit, F1@50,
-  Segs/true and Spearman per row (mean +- sd, each seed, the paper's figure).
+  Segs/true and Spearman per row (mean +- sd, each seed, the paper's figure);
+* `claims PATH...` reads table files already written (or the folders holding them)
+  and prints every claim's verdict on each data set, budget and seed count as one
+  markdown matrix (`--out FILE` also writes it).
+
+A claim is judged on the means over seeds; with several seeds a margin within the
+seeds' spread (the larger sd of the two rows) decides nothing, and a claim decided only
+by such margins is "not shown" (`judge_claim`). Whole-clip washes too few to rank
+(under MIN_VIDEOS_TO_RANK per fold) are not judged on Spearman or ranking accuracy.
 
 Data sets: `synthetic` (the built-in synthetic HHA300, `configs/hha300_synthetic.py`),
 `handwash` (real washes composed from the clips in ../shared/realdata, leave-people-out
