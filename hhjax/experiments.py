@@ -890,33 +890,39 @@ def claims_matrix(results: Sequence[dict]) -> str:
   `results` are the `table<k>_<budget>.json` contents written by `run_table`. One row
   per (table, claim), in the order of TABLE_ORDER; one column per data set, budget and
   seed count (and its whole-clip washes where the table has them); a cell is the
-  verdict, "-" where that table was not run on those data. The margins behind each
-  verdict are in the table's own file.
+  verdict, "-" where that table was not run on those data. Columns are grouped by
+  data set (in the order first met), then the full budget before the quick one and
+  more seeds before fewer. The margins behind each verdict are in the table's own file.
   """
   if not results:
     raise ValueError("no table results to summarise")
-  columns: list[str] = []
+  columns: dict[str, tuple] = {}   # column -> its sort key
+  datasets: list[str] = []
   cells: dict[tuple[str, str], dict[str, str]] = {}
   titles: dict[str, str] = {}
   for result in results:
     meta = result["meta"]
     source = _source(meta)
+    if meta["dataset"] not in datasets:
+      datasets.append(meta["dataset"])
+    order = (datasets.index(meta["dataset"]), meta["budget"] != "full",
+             -len(meta["seeds"]), meta["budget"])
     titles[meta["table"]] = result["title"]
     for claim in result["claims"]:
       row = cells.setdefault((meta["table"], claim["text"]), {})
-      for column, verdict in ((source, claim["verdict"]),
-                              (f"{source}, whole-clip",
-                               claim.get("whole", {}).get("verdict"))):
+      for column, verdict, whole in ((source, claim["verdict"], False),
+                                     (f"{source}, whole-clip",
+                                      claim.get("whole", {}).get("verdict"), True)):
         if verdict is None:
           continue
         if column in row and row[column] != verdict:
           raise ValueError(f"two results for table {meta['table']} on {column} disagree "
                            f"on '{claim['text']}': pass one file per table and data set")
         row[column] = verdict
-        if column not in columns:
-          columns.append(column)
-  order = {t: i for i, t in enumerate(TABLE_ORDER)}
-  keys = sorted(cells, key=lambda k: order.get(k[0], len(order)))  # stable: claim order
+        columns[column] = order + (whole,)
+  columns = sorted(columns, key=columns.get)
+  rank = {t: i for i, t in enumerate(TABLE_ORDER)}
+  keys = sorted(cells, key=lambda k: rank.get(k[0], len(rank)))    # stable: claim order
   lines = ["| Table | Claim | " + " | ".join(columns) + " |",
            "|" + "---|" * (len(columns) + 2)]
   for table, text in keys:

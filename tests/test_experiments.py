@@ -305,6 +305,14 @@ def test_claims_matrix_by_hand(tmp_path, capsys):
   assert md[3] == ("| Table 9 | LT improves edit | not shown | does not hold | "
                    "does not hold |")
   assert len(md) == 4
+  # Within a data set: the full budget first, then more seeds before fewer.
+  synth_full = _result("9", "synthetic", "full", 3, [
+      dict(text="LT improves edit", verdict="holds", detail="")])
+  synth_quick3 = _result("9", "synthetic", "quick", 3, [
+      dict(text="LT improves edit", verdict="not shown", detail="")])
+  head = experiments.claims_matrix([synth9, synth_quick3, synth_full]).splitlines()[0]
+  assert head == ("| Table | Claim | synthetic, full, 3 seeds | synthetic, quick, 3 seeds "
+                  "| synthetic, quick, 1 seed |")
   # The same table and data twice with different verdicts is refused, not merged.
   other = copy.deepcopy(synth9)
   other["claims"][0]["verdict"] = "holds"
