@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from hhjax.models import layers
-from hhjax.models.layers import Dropout, field_bits, keep_mask
+from hhjax.models.layers import (Dropout, effective_keep_prob, effective_rate,
+                                 field_bits, keep_mask)
 
 
 def _apply(rate, x, key, **kw):
@@ -25,11 +26,36 @@ def test_dyadic_keep_probabilities_use_the_fewest_exact_bits(keep, bits, thresho
   assert threshold / 2**bits == keep   # exact, not approximate
 
 
-@pytest.mark.parametrize("keep", [0.9, 0.7, 1 / 3])
-def test_other_keep_probabilities_use_a_word_each_within_2_to_minus_33(keep):
+@pytest.mark.parametrize("keep", [0.9, 0.7, 1 / 3, 0.99])
+def test_other_keep_probabilities_are_rounded_to_16_bit_fields(keep):
+  bits, threshold = field_bits(keep)
+  assert bits == 16
+  # Nearest multiple of 2^-16, by hand: |k / 2^16 - keep| <= 2^-17.
+  assert threshold == int(np.floor(keep * 65536 + 0.5))
+  assert abs(threshold / 2**16 - keep) <= 2.0**-17
+  assert effective_keep_prob(keep) == threshold / 65536
+  rate = 1 - keep
+  assert abs(effective_rate(rate) - rate) <= 2.0**-17
+  assert abs(effective_rate(rate) - rate) <= 1e-3 * min(keep, rate)
+
+
+def test_the_attention_dropout_rate_by_hand():
+  # 0.9 * 65536 = 58982.4 -> 58982; the rate applied is 1 - 58982 / 65536.
+  assert field_bits(0.9) == (16, 58982)
+  assert effective_rate(0.1) == 6554 / 65536 == 0.100006103515625
+
+
+@pytest.mark.parametrize("keep", [0.999, 0.001, 1 - 1e-6])
+def test_keep_probabilities_rounding_would_distort_use_a_word_each(keep):
+  # Rounding to 2^-16 would move the rarer outcome by more than 0.1 % of itself.
   bits, threshold = field_bits(keep)
   assert bits == 32
   assert abs(threshold / 2**32 - keep) <= 2.0**-33
+
+
+def test_exact_rates_are_applied_unchanged():
+  for rate in (0.0, 0.5, 0.25, 0.75, 1 / 256, 1.0):
+    assert effective_rate(rate) == rate
 
 
 @pytest.mark.parametrize("keep", [0.0, 1.0, -0.1, 1.5])
@@ -71,7 +97,8 @@ def test_every_position_has_the_rate_and_neighbours_are_independent(keep):
 
 
 @pytest.mark.parametrize("keep, shape", [(0.5, (4, 64)), (0.75, (3, 7, 5)),
-                                         (1 / 256, (2, 9)), (0.5, (33,))])
+                                         (1 / 256, (2, 9)), (0.5, (33,)),
+                                         (0.9, (5, 7))])
 def test_mask_is_the_documented_unpacking_of_the_random_words(keep, shape):
   # Naive reference: element j * W + i of the flat mask is field j of word i.
   key = jax.random.key(11)
@@ -89,10 +116,11 @@ def test_mask_is_the_documented_unpacking_of_the_random_words(keep, shape):
 
 def test_kept_elements_are_scaled_by_the_inverse_keep_rate():
   x = jax.random.normal(jax.random.key(0), (50_000,)) + 3.0
-  for rate in (0.5, 0.25, 0.1):
+  for rate, keep in ((0.5, 0.5), (0.25, 0.75), (0.1, 58982 / 65536)):
     y = np.asarray(_apply(rate, x, jax.random.key(1)))
     kept = y != 0
-    np.testing.assert_allclose(y[kept], np.asarray(x)[kept] / (1 - rate), rtol=1e-6)
+    # Scaled by the keep probability the mask applies (for 0.1: 58982 / 2^16).
+    np.testing.assert_allclose(y[kept], np.asarray(x)[kept] / keep, rtol=1e-6)
     assert abs((~kept).mean() - rate) < 5 * np.sqrt(rate * (1 - rate) / x.size)
   # The expectation is preserved: E[y] = x for a constant input.
   y = np.asarray(_apply(0.5, jnp.ones((200_000,)), jax.random.key(2)))
