@@ -120,6 +120,10 @@ def get_config() -> ml_collections.ConfigDict:
   # against "/"-joined parameter paths, e.g. "video_regressor/head=5" (ACTION-NET).
   config.lr_multipliers = ""
   config.batch_size = 1                       # global; divisible by the device count
+  # The network's forward and backward pass: "float32", or "bfloat16" (mixed precision:
+  # parameters, gradients and optimiser state stay float32; for GPUs and TPUs, see
+  # hhjax.training.steps).
+  config.compute_dtype = "float32"
   config.num_train_steps = 1000
   config.log_every_steps = 50
   config.eval_every_steps = 500
@@ -154,7 +158,7 @@ ABSENT_MEANS = {"dataset.augment": "", "dataset.eval_view": "",
                 "loss.ranking_weight": 0.0, "loss.ranking_margin": 1.0,
                 "loss.ranking_tie_tolerance": 0.0, "loss.ranking_tie_weight": 0.0,
                 "optimizer": "adam", "momentum": 0.9, "lr_multipliers": "",
-                "model.min_segment_frames": 0}
+                "model.min_segment_frames": 0, "compute_dtype": "float32"}
 # Sections added later that only a head added with them reads: a saved config without
 # the whole section resumes as if it held today's values.
 ABSENT_SECTIONS = ("model.action_net.", "model.sa_rnn.")
@@ -228,8 +232,9 @@ def check_config(config) -> None:
   if config.lr_schedule not in ("constant", "cosine"):
     raise ValueError(f"config.lr_schedule={config.lr_schedule!r}; expected 'constant' or "
                      "'cosine'")
-  from hhjax.training import state  # noqa: PLC0415
+  from hhjax.training import state, steps  # noqa: PLC0415
   state.check_optimizer(config)
+  steps.compute_dtype(config)
   if config.training_segments not in ("predicted", "ground_truth"):
     raise ValueError(f"config.training_segments={config.training_segments!r}; expected "
                      "'predicted' or 'ground_truth'")

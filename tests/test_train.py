@@ -76,6 +76,51 @@ def test_loss_is_finite_and_decreases(tiny):
   assert losses[-1] < 0.8 * losses[0], losses
 
 
+def test_bfloat16_compute_keeps_float32_state_and_tracks_float32(tiny):
+  """Mixed precision: the network runs in bfloat16 (its logits carry bfloat16's
+  rounding), while the parameters, gradients and optimiser state stay float32, and the
+  loss and the update stay close to float32's."""
+  tiny.model.dropout_rate = 0.0
+  tiny.model.attention_dropout_rate = 0.0
+  data = splits.load_split(tiny, "train")
+  mesh = state_lib.make_mesh()
+  model = create_model(tiny)
+  state = state_lib.create_train_state(tiny, model, splits.feature_dim(tiny, data), mesh)
+  batch = steps.to_device(_batch(tiny, data, [0, 1, 2]), mesh)
+  results = {}
+  for name in ("float32", "bfloat16"):
+    tiny.compute_dtype = name
+    train, evaluate_step = steps.compile_steps(tiny, model, mesh)
+    new, metrics = train(state, batch, jax.random.key(0))
+    results[name] = (new, metrics, evaluate_step(state.params, batch))
+  (new32, m32, _), (new16, m16, _) = results["float32"], results["bfloat16"]
+  assert {leaf.dtype for leaf in jax.tree.leaves(new16.params)} == {jnp.dtype("float32")}
+  assert {leaf.dtype for leaf in jax.tree.leaves(new16.opt_state)
+          if jnp.issubdtype(leaf.dtype, jnp.floating)} == {jnp.dtype("float32")}
+  # bfloat16 keeps 8 bits of mantissa: the loss within 3 %, not bit-equal.
+  assert float(m16["loss"]) != float(m32["loss"])
+  np.testing.assert_allclose(float(m16["loss"]), float(m32["loss"]), rtol=0.03)
+  np.testing.assert_allclose(float(m16["grad_norm"]), float(m32["grad_norm"]), rtol=0.1)
+  # The outputs come back as float32, the frame labels mostly agree.
+  out16 = results["bfloat16"][2]
+  assert out16["video_score"].dtype == jnp.float32
+  mask = np.asarray(batch["mask"]) > 0
+  agree = (np.asarray(out16["labels"]) == np.asarray(results["float32"][2]["labels"]))
+  assert agree[mask].mean() > 0.9
+  # The network really ran in bfloat16: its forward differs from float32's by
+  # bfloat16-sized, not float32-sized, amounts.
+  f32 = steps._apply(model, state.params, batch, jnp.float32, train=False)
+  b16 = steps._apply(model, state.params, batch, jnp.bfloat16, train=False)
+  diff = float(np.abs(np.asarray(f32["logits"]) - np.asarray(b16["logits"])).max())
+  assert 1e-4 < diff < 0.5, diff
+
+
+def test_unknown_compute_dtype_names_the_field(tiny, tmp_path):
+  tiny.compute_dtype = "float16"
+  with pytest.raises(ValueError, match="config.compute_dtype='float16'"):
+    loop.train_and_evaluate(tiny, tmp_path)
+
+
 def test_state_is_not_donated_on_cpu(tiny):
   """On CPU the train step keeps the old state's buffers (donating them is slower
   there: `steps.donate_state`); on an accelerator mesh it would donate them."""
