@@ -50,6 +50,7 @@ import dataclasses
 import datetime
 import functools
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -523,44 +524,63 @@ def random_batch(batch: int, length: int, feature_dim: int, num_classes: int,
 
 
 def run_train(args) -> list[dict]:
-  """ms per train step and frames/s with the trainer's compiled step, random data."""
+  """ms per train step and frames/s with the trainer's compiled step, random data: one
+  row per (segmenter, compute dtype, length) asked for."""
   from hhjax.models.joint import create_model
   from hhjax.training import state as state_lib, steps
 
-  config = load_config(args.config)
-  if args.attention:
-    config.model.attention = args.attention
-  batch_size = args.batch_size or config.batch_size
-  length = args.length or config.dataset.bucket_size
-  feature_dim = FEATURE_DIM if config.dataset.streams == "rgb+flow" else FEATURE_DIM // 2
-  mesh = state_lib.make_mesh(jax.local_devices())
-  model = create_model(config)
-  state = state_lib.create_train_state(config, model, feature_dim, mesh)
-  p_train_step, _ = steps.compile_steps(config, model, mesh)
-  batch = steps.to_device(random_batch(batch_size, length, feature_dim,
-                                       config.model.num_classes), mesh)
-  key = jax.random.key(0)
-  t0 = time.perf_counter()
-  compiled = p_train_step.lower(state, batch, key).compile()
-  compile_s = time.perf_counter() - t0
-  holder = [state]
+  rows = []
+  base = load_config(args.config)
+  segmenter_names = args.segmenter or [base.model.segmenter]
+  for segmenter, dtype, length_arg in itertools.product(
+      segmenter_names, args.compute_dtype or [base.compute_dtype], args.length or [0]):
+    config = load_config(args.config)
+    config.model.segmenter = segmenter
+    config.compute_dtype = dtype
+    if args.attention:
+      config.model.attention = args.attention
+    steps.compute_dtype(config)   # a clear error for an unknown name
+    batch_size = args.batch_size or config.batch_size
+    if batch_size % len(jax.local_devices()):
+      raise ValueError(f"batch size {batch_size} (--batch-size, else the config's) is not "
+                       f"divisible by the {len(jax.local_devices())} devices the step "
+                       "splits it over: give a multiple")
+    length = length_arg or config.dataset.bucket_size
+    feature_dim = FEATURE_DIM if config.dataset.streams == "rgb+flow" else FEATURE_DIM // 2
+    mesh = state_lib.make_mesh(jax.local_devices())
+    model = create_model(config)
+    state = state_lib.create_train_state(config, model, feature_dim, mesh)
+    p_train_step, _ = steps.compile_steps(config, model, mesh)
+    batch = steps.to_device(random_batch(batch_size, length, feature_dim,
+                                         config.model.num_classes), mesh)
+    key = jax.random.key(0)
+    t0 = time.perf_counter()
+    compiled = p_train_step.lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - t0
+    holder = [state]
 
-  def step():
-    holder[0], out = compiled(holder[0], batch, key)
-    return out
+    def step(compiled=compiled, holder=holder, batch=batch, key=key):
+      holder[0], out = compiled(holder[0], batch, key)
+      return out
 
-  median, _ = time_runs(step, args.repeats)
-  return [dict(record="train", config=os.path.basename(args.config),
-               attention=config.model.attention, batch=batch_size, length=length,
-               devices=len(jax.local_devices()), ms_per_step=median * 1e3,
-               frames_per_s=batch_size * length / median, compile_s=compile_s,
-               flops_xla=xla_flops(compiled), memory_xla=xla_memory(compiled))]
+    median, _ = time_runs(step, args.repeats)
+    rows.append(dict(record="train", config=os.path.basename(args.config),
+                     segmenter=segmenter, compute_dtype=dtype,
+                     attention=config.model.attention, batch=batch_size, length=length,
+                     devices=len(jax.local_devices()), ms_per_step=median * 1e3,
+                     frames_per_s=batch_size * length / median, compile_s=compile_s,
+                     flops_xla=xla_flops(compiled), memory_xla=xla_memory(compiled),
+                     device_peak=device_peak_bytes()))
+    del holder, state, compiled
+  return rows
 
 
-TRAIN_COLUMNS = [("config", "config"), ("attention", "attention"), ("batch", "batch"),
+TRAIN_COLUMNS = [("config", "config"), ("segmenter", "segmenter"),
+                 ("compute_dtype", "compute"), ("attention", "attention"), ("batch", "batch"),
                  ("length", "T"), ("devices", "devices"), ("ms_per_step", "ms/step"),
                  ("frames_per_s", "frames/s"), ("compile_s", "compile s"),
-                 ("flops_xla", "FLOPs (XLA)"), ("memory_xla", "XLA mem B")]
+                 ("flops_xla", "FLOPs (XLA)"), ("memory_xla", "XLA mem B"),
+                 ("device_peak", "device peak B")]
 
 
 # ------------------------------------------------------------------------------ long
@@ -727,8 +747,13 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("train", parents=[common], help="train step speed")
   p.add_argument("--config", default="configs/hha300_synthetic.py")
-  p.add_argument("--length", type=int, default=0, help="default: the config's bucket")
+  p.add_argument("--length", type=int, nargs="+", default=None,
+                 help="one or more lengths (default: the config's bucket)")
   p.add_argument("--batch-size", type=int, default=0, help="default: the config's")
+  p.add_argument("--segmenter", nargs="+", default=None,
+                 help="one or more segmentation networks (default: the config's)")
+  p.add_argument("--compute-dtype", nargs="+", choices=["float32", "bfloat16"],
+                 default=None, help="one or more (default: the config's)")
   p.add_argument("--attention", choices=["linear", "softmax", "none"])
 
   p = sub.add_parser("long", parents=[common], help="one long video, joint model")

@@ -322,3 +322,34 @@ def test_compilation_cache_folder_that_cannot_be_made_names_the_field(tmp_path):
   config.dataset.bucket_policy = "fibonacci"
   with pytest.raises(ValueError, match="config.dataset.bucket_policy"):
     config_lib.check_config(config)
+
+
+def test_train_rows_for_each_segmenter_dtype_and_length(capsys):
+  rows = bench.main(["train", "--config", "configs/tiny.py", "--segmenter", "mstcn",
+                     "conv_transformer", "--compute-dtype", "float32", "bfloat16",
+                     "--length", "32", "64", "--batch-size", "4", "--repeats", "1",
+                     "--json"])
+  got = [(r["segmenter"], r["compute_dtype"], r["length"]) for r in rows]
+  assert got == [(s, d, t) for s in ("mstcn", "conv_transformer")
+                 for d in ("float32", "bfloat16") for t in (32, 64)]
+  for r in rows:
+    assert r["devices"] == 4 and r["batch"] == 4
+    assert r["frames_per_s"] == pytest.approx(4 * r["length"] / (r["ms_per_step"] / 1e3))
+    assert r["device_peak"] is None   # CPU reports no device peak
+  flops = {(r["segmenter"], r["compute_dtype"], r["length"]): r["flops_xla"] for r in rows}
+  # Twice the frames, about twice the work; the attention blocks cost extra work.
+  assert 1.6 < flops["mstcn", "float32", 64] / flops["mstcn", "float32", 32] < 2.4
+  assert flops["conv_transformer", "float32", 64] > flops["mstcn", "float32", 64]
+  printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("{")]
+  assert [p["segmenter"] for p in printed if p.get("record") == "train"] == \
+      [r["segmenter"] for r in rows]
+
+
+def test_train_unknown_segmenter_and_indivisible_batch_are_named():
+  with pytest.raises(ValueError, match="mstcm"):
+    bench.main(["train", "--config", "configs/tiny.py", "--segmenter", "mstcm",
+                "--length", "32", "--repeats", "1", "--json"])
+  with pytest.raises(ValueError, match="batch size 3 .* 4 devices"):
+    bench.main(["train", "--config", "configs/tiny.py", "--batch-size", "3",
+                "--length", "32", "--repeats", "1", "--json"])
