@@ -798,8 +798,9 @@ def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
       w = c["whole"]
       lines.append(f"  - on whole-clip washes: **{w['verdict']}** ({w['detail']})")
   total = sum(r["train_seconds"] for r in rows)
-  lines += ["", f"Training time of the rows trained for this table: {total / 60:.1f} min "
-                "(rows shared with other tables are counted where they were trained)."]
+  lines += ["", f"Training time of the table's rows: {total / 60:.1f} min (every run of "
+                "each row; a row that another table shares, such as the full model, is "
+                "counted in both)."]
   return "\n".join(lines) + "\n"
 
 
