@@ -539,7 +539,6 @@ def run_train(args) -> list[dict]:
     config.compute_dtype = dtype
     if args.attention:
       config.model.attention = args.attention
-    steps.compute_dtype(config)   # a clear error for an unknown name
     batch_size = args.batch_size or config.batch_size
     if batch_size % len(jax.local_devices()):
       raise ValueError(f"batch size {batch_size} (--batch-size, else the config's) is not "
