@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import pathlib
 import re
+import sys
 
 from absl import app, flags, logging
 import jax
@@ -44,17 +45,49 @@ def output_paths(workdir: pathlib.Path, split: str, step: int, view: str = "",
   return base.with_suffix(".json"), base.with_name(base.name + ".predictions.jsonl")
 
 
-def saved_evaluation(config, workdir: str | pathlib.Path, split: str
+def saved_evaluation(config, workdir: str | pathlib.Path, split: str,
+                     data: splits.SplitData | None = None
                      ) -> tuple[pathlib.Path, pathlib.Path] | None:
   """(metrics, predictions) paths of the latest-step evaluation of `split` already
-  written in `workdir` with `config`'s evaluation settings, or None."""
+  written in `workdir` with `config`'s evaluation settings, or None.
+
+  With `data` (the split as it is now) an evaluation made on other data is not
+  returned (None, and one line on stderr says why): one that recorded its data
+  (`splits.evaluation_fingerprint`) must match it; an older one without that record
+  must have predicted exactly the split's videos, with the same ground truth.
+  """
   stem = eval_name(split, config.dataset.get("eval_view", ""),
                    config.model.get("min_segment_frames", 0))
   found = sorted(pathlib.Path(workdir, EVAL_DIR).glob(f"{stem}_step*[0-9].json"),
                  key=lambda p: int(p.stem.rsplit("_step", 1)[1]))
   if not found:
     return None
-  return found[-1], found[-1].with_name(found[-1].stem + ".predictions.jsonl")
+  metrics_path = found[-1]
+  predictions_path = metrics_path.with_name(metrics_path.stem + ".predictions.jsonl")
+  if data is not None:
+    stale = _stale_evaluation(config, metrics_path, predictions_path, data)
+    if stale:
+      print(f"{metrics_path}: {stale}; evaluating again", file=sys.stderr)
+      return None
+  return metrics_path, predictions_path
+
+
+def _stale_evaluation(config, metrics_path: pathlib.Path,
+                      predictions_path: pathlib.Path, data: splits.SplitData) -> str:
+  """Why a saved evaluation no longer describes `data` ('' when it still does)."""
+  saved = json.loads(metrics_path.read_text()).get("data")
+  if saved is not None:
+    now = splits.evaluation_fingerprint(config, data)
+    changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    return ("made on other data (" + ", ".join(changed) + " differ)") if changed else ""
+  if not predictions_path.is_file():
+    return f"its predictions ({predictions_path.name}) are missing"
+  with predictions_path.open() as f:
+    predictions = [json.loads(line) for line in f if line.strip()]
+  if not splits.same_videos(predictions, data):
+    return (f"made on other videos or labels than split {data.split!r} holds now "
+            f"({len(predictions)} then, {len(data.names)} now)")
+  return ""
 
 
 # Model and data fields that may differ from the training run's: they change how the
@@ -82,9 +115,10 @@ def check_trained_config(config, workdir: pathlib.Path) -> None:
 
 
 def evaluate_checkpoint(config, workdir: str | pathlib.Path, split: str | None = None,
-                        step: int | None = None):
+                        step: int | None = None, data: splits.SplitData | None = None):
   """Restores checkpoint `step` (default: the latest) in `workdir` and evaluates it on
-  `split` (default: `config.dataset.eval_split`).
+  `split` (default: `config.dataset.eval_split`; `data`: that split already opened
+  with `splits.load_split`).
 
   Returns:
     `(metrics, results)`: the metric dict and the per-video prediction dicts.
@@ -100,7 +134,8 @@ def evaluate_checkpoint(config, workdir: str | pathlib.Path, split: str | None =
                             f"`python -m hhjax.train --workdir {workdir}`")
   check_trained_config(config, workdir)
   split = split or config.dataset.eval_split
-  data = splits.load_split(config, split)
+  if data is None or data.split != split:
+    data = splits.load_split(config, split)
   mesh = state_lib.make_mesh()
   model = create_model(config)
   state = state_lib.create_train_state(config, model, splits.feature_dim(config, data),
@@ -125,7 +160,8 @@ def evaluate_checkpoint(config, workdir: str | pathlib.Path, split: str | None =
     reporting.write_predictions(predictions_path, results)
     metrics_path.write_text(json.dumps(dict(
         split=split, step=int(state.step), model=reporting.model_name(config),
-        metrics={k: float(v) for k, v in metrics.items()}), indent=2))
+        metrics={k: float(v) for k, v in metrics.items()},
+        data=splits.evaluation_fingerprint(config, data)), indent=2))
     print(reporting.table([(reporting.model_name(config), metrics)],
                           title=f"step {int(state.step)}, {config.dataset.name}/"
                           f"{config.dataset.config}, split {split} ({len(results)} "

@@ -614,12 +614,15 @@ def _fold_mean(fold_metrics: list[dict]) -> dict[str, float]:
 
 def evaluate_split(config, workdir: pathlib.Path, split: str) -> dict[str, float]:
   """A run's model evaluated on `split` with `config`'s evaluation settings (the
-  whole-clip washes, or a row's `eval_overrides`); read back if done."""
+  whole-clip washes, or a row's `eval_overrides`); read back if done on the split's
+  data as it is now (`hhjax.evaluate.saved_evaluation`), else evaluated afresh."""
   from hhjax import evaluate  # noqa: PLC0415
-  done = evaluate.saved_evaluation(config, workdir, split)
+  from hhjax.data import splits  # noqa: PLC0415
+  data = splits.load_split(config, split)
+  done = evaluate.saved_evaluation(config, workdir, split, data)
   if done:
     return _with_segment_ratio(json.loads(done[0].read_text())["metrics"], done[1])
-  metrics, _ = evaluate.evaluate_checkpoint(config, workdir, split)
+  metrics, _ = evaluate.evaluate_checkpoint(config, workdir, split, data=data)
   return metrics
 
 

@@ -141,6 +141,67 @@ def test_evaluation_only_rows_share_the_training_run(tmp_path, monkeypatch):
     experiments.Row("B", ours, eval_overrides=(("model.channels", 8),))
 
 
+def test_saved_evaluations_are_reused_only_on_the_same_data(tmp_path, monkeypatch):
+  """evaluate_split reads back an evaluation made on the split's data as it is now,
+  and evaluates again when the recorded data (or, for a file without that record,
+  the predicted videos) differ."""
+  from hhjax.data import splits
+  monkeypatch.setitem(experiments.TABLES, "m", dict(
+      title="one row", claims=[], rows=[experiments.Row("A", experiments.OURS)]))
+  config = _tiny(tmp_path)
+  out = tmp_path / "out"
+  result = experiments.run_table("m", "tiny", [0], "full", out, base=(config, "split"),
+                                 log=lambda *_: None)
+  run = out / "runs" / experiments.dataset_slug("tiny") / "full" / \
+      result["rows"][0]["key"] / "seed0"
+  config = experiments.row_config(config, experiments.TABLES["m"]["rows"][0], 0, "full")
+  first = experiments.evaluate_split(config, run, "train")
+  path = run / "eval" / "train_step2.json"
+  saved = json.loads(path.read_text())
+  data = splits.load_split(config, "train")
+  assert saved["data"] == splits.evaluation_fingerprint(config, data)
+  assert saved["data"]["build"] and saved["data"]["videos"] == len(data.names)
+
+  def tamper(**changes):
+    record = json.loads(path.read_text())
+    record["metrics"]["acc"] = -1.0      # marks the saved file: read back, or not
+    record.update(changes)
+    if changes.get("data") is None:
+      record.pop("data", None)
+    path.write_text(json.dumps(record))
+
+  tamper(data=dict(saved["data"]))
+  assert experiments.evaluate_split(config, run, "train")["acc"] == -1.0
+  tamper(data=dict(saved["data"], build="0" * 64))     # features rebuilt since
+  assert experiments.evaluate_split(config, run, "train")["acc"] == pytest.approx(
+      first["acc"])
+  # A file from before the record: judged by its predicted videos and labels.
+  tamper(data=None)
+  assert experiments.evaluate_split(config, run, "train")["acc"] == -1.0
+  predictions = path.with_name("train_step2.predictions.jsonl")
+  lines = predictions.read_text().splitlines()
+  predictions.write_text("\n".join(lines[:-1]) + "\n")   # one video fewer
+  tamper(data=None)
+  assert experiments.evaluate_split(config, run, "train")["acc"] == pytest.approx(
+      first["acc"])
+  assert len(predictions.read_text().splitlines()) == len(lines)
+
+
+def test_same_videos_compares_names_and_labels_in_any_order():
+  import numpy as np
+  from hhjax.data import splits
+  data = splits.SplitData(source=None, lengths=np.array([3, 2]), names=["a", "b"],
+                          raw_feature_dim=4, labels=[np.array([0, 1, 1]), np.array([2, 2])],
+                          scores=np.zeros(2), step_scores=np.zeros((2, 6)),
+                          attributes=np.zeros((2, 6)), split="s")
+  row = lambda name, labels: {"video": name, "gt_frame_labels": labels}
+  assert splits.same_videos([row("b", [2, 2]), row("a", [0, 1, 1])], data)
+  assert not splits.same_videos([row("b", [2, 2]), row("a", [0, 1, 2])], data)
+  assert not splits.same_videos([row("b", [2, 2])], data)
+  assert not splits.same_videos([row("b", [2, 2]), row("b", [2, 2]),
+                                 row("a", [0, 1, 1])], data)
+
+
 def test_plot_draws_each_rows_mean_sd_seeds_and_whole_clip_bars(tmp_path):
   import matplotlib.image
   rows = [dict(name="A", per_seed=[{"edit": 50.0, "segs": 2.0}, {"edit": 70.0,

@@ -41,6 +41,8 @@ class SplitData:
   the labels that edit and F1 leave out (HHA300: 0; the MS-TCN sets: the class named
   "background", if any, as MS-TCN's evaluation does); `has_scores` is False for data
   without assessment labels, whose `scores` are all 0 and mean nothing.
+  `build_digest` is the input fingerprint of the TFDS build it was read from (every
+  file of the manual directory; `hhjax.data.hha300.input_fingerprint`).
   """
 
   source: Any
@@ -55,6 +57,7 @@ class SplitData:
   class_names: tuple[str, ...] = ()
   background_classes: tuple[int, ...] = (0,)
   has_scores: bool = True
+  build_digest: str = ""
 
 
 def _known_datasets() -> str:
@@ -115,7 +118,8 @@ def load_split(config, split: str) -> SplitData:
       attributes=np.array(small["attributes"]).reshape(-1, 6), split=split,
       class_names=class_names,
       background_classes=tuple(int(c) for c in metadata.get("background_classes", (0,))),
-      has_scores=bool(metadata.get("has_scores", True)))
+      has_scores=bool(metadata.get("has_scores", True)),
+      build_digest=(hha300.read_fingerprint(builder.data_dir) or {}).get("digest", ""))
 
 
 def feature_dim(config, data: SplitData) -> int:
@@ -146,6 +150,22 @@ def split_fingerprint(config, data: SplitData) -> dict:
               manual_dir=str(config.dataset.manual_dir), split=data.split,
               streams=config.dataset.streams, videos=len(data.names),
               raw_feature_dim=int(data.raw_feature_dim), digest=digest.hexdigest())
+
+
+def evaluation_fingerprint(config, data: SplitData) -> dict:
+  """What an evaluation of a split depends on besides the model: `split_fingerprint`
+  and the digest of the whole build (so re-extracted features count too)."""
+  return dict(split_fingerprint(config, data), build=data.build_digest)
+
+
+def same_videos(predictions: list[dict], data: SplitData) -> bool:
+  """Whether saved per-video predictions (`video`, `gt_frame_labels`) cover exactly
+  the split's videos with the same ground truth, in any order."""
+  saved = {p["video"]: np.asarray(p["gt_frame_labels"], np.int64) for p in predictions}
+  if len(saved) != len(predictions) or sorted(saved) != sorted(data.names):
+    return False
+  return all(np.array_equal(saved[n], np.asarray(l, np.int64))
+             for n, l in zip(data.names, data.labels))
 
 
 class StaleStatisticsError(ValueError):
