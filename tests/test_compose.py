@@ -550,26 +550,31 @@ def test_wholeclip_bundles_follow_the_folds(fake, tmp_path):
   clips, features, washes = fake
   out = tmp_path / "composed"
   splits = compose.write_layout(out, washes, folds=3)
-  # A stand-in whole-clip layout: features and labels for people a and c only.
+  # A stand-in whole-clip layout: features and labels for people a, b and c only; b's
+  # wash is one step framed by background (a single clip), left out.
   whole = tmp_path / "whole"
   for sub in (layout.FEATURES_DIR, layout.GROUND_TRUTH_DIR):
     (whole / sub).mkdir(parents=True)
   header = (out / layout.SCORES_FILE).read_text().splitlines()[0]
   rows = [header]
-  for person, length in (("a", 7), ("c", 5)):
+  for person, labels in (("a", [1, 1, 1, 2, 2, 2, 0]), ("b", [0, 3, 3, 3, 0]),
+                         ("c", [4, 4, 5, 5, 5])):
     name = f"{person}_wash_whole"
     np.save(whole / layout.FEATURES_DIR / f"{name}.npy",
-            np.full((D, length), 9.0, np.float32))
+            np.full((D, len(labels)), 9.0, np.float32))
     (whole / layout.GROUND_TRUTH_DIR / f"{name}.txt").write_text(
-        "\n".join([CLASS_NAMES[1]] * length) + "\n")
+        "\n".join(CLASS_NAMES[i] for i in labels) + "\n")
     rows.append(f"{name},1," + ",".join(["ES"] + ["NE"] * 5))
   (whole / layout.SCORES_FILE).write_text("\n".join(rows) + "\n")
-  bundles = compose.add_wholeclip_bundles(out, whole, splits)
+  bundles, skipped = compose.add_wholeclip_bundles(out, whole, splits)
+  assert list(skipped) == ["b_wash_whole"] and "1 WHO step(s)" in skipped["b_wash_whole"]
   for fold, videos in splits.items():
     people = {v.rsplit("_wash", 1)[0] for v in videos}
     want = sorted(f"{p}_wash_whole" for p in people & {"a", "c"})
     got = bundles.get("whole" + fold[len("fold"):], [])
     assert got == want
+  assert not any("b_wash_whole" in line for line in
+                 (out / layout.SCORES_FILE).read_text().splitlines())
   # The layout now validates with every bundle, and the whole-clip rows read back.
   summary = layout.validate_manual_dir(out, layout.list_splits(out))
   assert summary.num_frames["a_wash_whole"] == 7

@@ -876,6 +876,10 @@ def _parser():
                  help="--features with --folds: also add the whole-clip washes of this "
                       "folder (written with --videos, features extracted into it) as "
                       "bundles whole<k>, each holding fold k's people, for evaluation")
+  p.add_argument("--wholeclip-min-steps", type=int, default=MIN_WHOLECLIP_STEPS,
+                 help="--wholeclip: leave out whole-clip washes of fewer WHO steps "
+                      f"(default {MIN_WHOLECLIP_STEPS}: a one-step video has no "
+                      "boundary to find)")
   p.add_argument("--overwrite", action="store_true",
                  help="replace the layout files already in --out (and its tfds/ build)")
   return p
@@ -884,22 +888,33 @@ def _parser():
 WHOLECLIP_PREFIX = "whole"
 
 
+# A whole-clip wash is evaluated only when it holds at least this many WHO steps: one of
+# a single step (a person with one clip, such as 001 and 017 of the Kaggle set) has no
+# boundary to find, and its edit score can only be 0 or 100.
+MIN_WHOLECLIP_STEPS = 2
+
+
 def add_wholeclip_bundles(composed_dir: PathLike, wholeclip_dir: PathLike,
-                          fold_videos: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+                          fold_videos: Mapping[str, Sequence[str]], *,
+                          min_steps: int = MIN_WHOLECLIP_STEPS
+                          ) -> tuple[dict[str, list[str]], dict[str, str]]:
   """Copies whole-clip washes into a composed layout, one bundle per fold.
 
   `whole<k>` holds the whole-clip washes of the people of `fold<k>`, so a model trained
   without fold k can be tested on those people's real-length washes too
   (`--config.dataset.eval_split=whole<k>`, or `hhjax.evaluate --split whole<k>`).
+  A wash whose labels hold fewer than `min_steps` WHO steps is left out (see
+  `MIN_WHOLECLIP_STEPS`); a fold left with none gets no bundle.
 
   Args:
     composed_dir: the layout written by `write_layout` (fold bundles).
     wholeclip_dir: the layout written by `write_wholeclip_layout`, with `features/`
       added by the extractor.
     fold_videos: fold split name -> its composed washes (what `write_layout` returned).
+    min_steps: the fewest WHO steps a wash needs to be evaluated.
 
   Returns:
-    Bundle name -> whole-clip wash names.
+    (bundle name -> whole-clip wash names, wash left out -> why).
 
   Raises:
     ClipsError: a whole-clip wash lacks its features or labels, or the two layouts
@@ -913,19 +928,29 @@ def add_wholeclip_bundles(composed_dir: PathLike, wholeclip_dir: PathLike,
     raise ClipsError(f"{src / layout.SCORES_FILE}: header differs from "
                      f"{out / layout.SCORES_FILE}")
   by_name = {line.split(",")[0]: line for line in rows[1:] if line.strip()}
+  background = {n for n, i in layout.read_mapping(out / layout.MAPPING_FILE).items()
+                if i == BACKGROUND}
   bundles: dict[str, list[str]] = {}
+  skipped: dict[str, str] = {}
   for split, videos in fold_videos.items():
     if not split.startswith("fold"):
       continue
     people = sorted({v.rsplit("_wash", 1)[0] for v in videos})
-    names = [f"{p}_wash_whole" for p in people if f"{p}_wash_whole" in by_name]
-    for name in names:
+    names = []
+    for name in (f"{p}_wash_whole" for p in people if f"{p}_wash_whole" in by_name):
       feats = src / layout.FEATURES_DIR / f"{name}.npy"
       truth = src / layout.GROUND_TRUTH_DIR / f"{name}.txt"
       for path in (feats, truth):
         if not path.is_file():
           raise ClipsError(f"{path}: missing (extract the whole-clip videos' features "
                            f"into {src} first)")
+      steps = {line.strip() for line in truth.read_text().splitlines()
+               if line.strip()} - background
+      if len(steps) < min_steps:
+        skipped[name] = (f"{len(steps)} WHO step(s), fewer than {min_steps}: no step "
+                         "boundary to find")
+        continue
+      names.append(name)
       d = np.load(feats, mmap_mode="r").shape[0]
       ref = np.load(next((out / layout.FEATURES_DIR).glob("*.npy")), mmap_mode="r").shape[0]
       if d != ref:
@@ -941,7 +966,7 @@ def add_wholeclip_bundles(composed_dir: PathLike, wholeclip_dir: PathLike,
     for names in bundles.values():
       for name in names:
         f.write(by_name[name] + "\n")
-  return bundles
+  return bundles, skipped
 
 
 def _seconds(frames: Sequence[int], fps: float = 30.0) -> str:
@@ -960,6 +985,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error("--people and --max-frames apply to --videos only")
   if args.wholeclip and args.features is None:
     parser.error("--wholeclip goes with --features")
+  if args.wholeclip_min_steps < 1:
+    parser.error(f"--wholeclip-min-steps must be >= 1, got {args.wholeclip_min_steps}")
   out = pathlib.Path(args.out)
   written = [out / name for name in (layout.GROUND_TRUTH_DIR, layout.FEATURES_DIR,
                                      layout.SPLITS_DIR, layout.MAPPING_FILE,
@@ -991,11 +1018,12 @@ def main(argv: Sequence[str] | None = None) -> int:
       splits = write_layout(out, washes, test_people=args.test_people.split(","))
     else:
       splits = write_layout(out, washes, folds=args.folds)
-    whole = {}
+    whole, skipped = {}, {}
     if args.wholeclip:
       if args.test_people:
         raise ClipsError("--wholeclip goes with --folds, not --test-people")
-      whole = add_wholeclip_bundles(out, args.wholeclip, splits)
+      whole, skipped = add_wholeclip_bundles(out, args.wholeclip, splits,
+                                             min_steps=args.wholeclip_min_steps)
   except (ClipsError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
@@ -1015,6 +1043,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  {split}: {len(videos)} washes of people {', '.join(people)}")
   for bundle, names in whole.items():
     print(f"  {bundle}: whole-clip washes {', '.join(names)}")
+  for name, why in skipped.items():
+    print(f"  {name} left out of the whole-clip bundles: {why}")
   return 0
 
 
