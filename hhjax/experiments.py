@@ -514,11 +514,12 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
   With `may_train` False the record holds the seeds whose runs (every fold of them)
   are finished, named in its `seeds`; NotRun is raised when none is."""
   row = effective(base, row)
-  done_seeds, per_seed, per_seed_whole, seconds = [], [], [], 0.0
+  done_seeds, per_seed, per_seed_whole, per_seed_person = [], [], [], []
+  seconds = 0.0
   for seed in seeds:
     try:
-      metrics, whole, s = _run_seed(base, kind, row, seed, budget, root, folds, log,
-                                    may_train)
+      metrics, whole, persons, s = _run_seed(base, kind, row, seed, budget, root, folds,
+                                             log, may_train)
     except NotRun:
       if may_train:
         raise
@@ -527,6 +528,8 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
     per_seed.append(metrics)
     if whole is not None:
       per_seed_whole.append(whole)
+    if persons:
+      per_seed_person.append(persons)
     seconds += s
   if not done_seeds:
     raise NotRun(f"{root / row.key}: no seed of {list(seeds)} finished")
@@ -539,17 +542,23 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
   if per_seed_whole:
     record.update(per_seed_whole=per_seed_whole, mean_sd_whole=mean_sd(per_seed_whole),
                   whole_videos=min(w[WHOLE_VIDEOS] for w in per_seed_whole))
+  if per_seed_person:
+    people = sorted({p for persons in per_seed_person for p in persons})
+    record["per_person"] = {p: mean_sd([persons[p] for persons in per_seed_person
+                                        if p in persons]) for p in people}
   return record
 
 
 def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.Path,
               folds: Sequence[int] | None, log, may_train: bool
-              ) -> tuple[dict, dict | None, float]:
-  """(metrics, whole-clip metrics or None, training seconds) of one seed of a row,
-  the metrics averaged over the folds where the data set has them."""
+              ) -> tuple[dict, dict | None, dict, float]:
+  """(metrics, whole-clip metrics or None, per-person metrics, training seconds) of
+  one seed of a row, the metrics averaged over the folds where the data set has them;
+  the per-person ones (`per_person`, folds only) are those of each held-out person's
+  composed washes, {} for a row without frame predictions."""
   config = row_config(base, row, seed, budget)
   workdir = root / row.key / f"seed{seed}"
-  seconds, whole = 0.0, None
+  seconds, whole, persons = 0.0, None, {}
   if kind == "folds":
     from hhjax import crossval  # noqa: PLC0415
     available = crossval.fold_indices(config.dataset.manual_dir)
@@ -566,9 +575,12 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
     # fold raises NotRun above, and the seed is left out whole).
     fold_metrics, whole_metrics, whole_counts = [], [], []
     for fold, cfg, m in runs:
+      predictions = workdir / f"fold{fold}" / PREDICTIONS_FILE
       if row.eval_overrides:
-        m = evaluate_split(cfg, workdir / f"fold{fold}", cfg.dataset.eval_split)
+        m, predictions = evaluate_split(cfg, workdir / f"fold{fold}",
+                                        cfg.dataset.eval_split, with_predictions=True)
       fold_metrics.append(m)
+      persons.update(per_person(predictions))
       if f"{WHOLE}{fold}" in bundles:
         whole_metrics.append(evaluate_split(cfg, workdir / f"fold{fold}",
                                             f"{WHOLE}{fold}"))
@@ -586,7 +598,36 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
       config = eval_config(config, row)
       metrics = evaluate_split(config, workdir, config.dataset.eval_split)
     seconds += 0 if math.isnan(s) else s
-  return {k: float(v) for k, v in metrics.items()}, whole, seconds
+  return {k: float(v) for k, v in metrics.items()}, whole, persons, seconds
+
+
+PREDICTIONS_FILE = "predictions.jsonl"   # a training run's predictions on its eval split
+PERSON_METRICS = ("acc", "edit", "f1@50")
+
+
+def per_person(predictions: pathlib.Path) -> dict[str, dict[str, float]]:
+  """Segmentation metrics (`PERSON_METRICS`) of each person's washes in a predictions
+  file (`<person>_wash<k>` names, background = class 0); {} when the file is absent or
+  its rows have no frame predictions (video-level rows)."""
+  from hhjax import metrics as metrics_lib  # noqa: PLC0415
+  from hhjax.crossval import person_of  # noqa: PLC0415
+  if not predictions.is_file():
+    return {}
+  by_person: dict[str, list[dict]] = {}
+  with predictions.open() as f:
+    for line in f:
+      if line.strip():
+        r = json.loads(line)
+        if r.get("frame_labels") is None:
+          return {}
+        by_person.setdefault(person_of(r["video"]), []).append(r)
+  out = {}
+  for person, rows in sorted(by_person.items()):
+    report = metrics_lib.segmentation_report(
+        [np.asarray(r["frame_labels"]) for r in rows],
+        [np.asarray(r["gt_frame_labels"]) for r in rows])
+    out[person] = {m: float(report[m]) for m in PERSON_METRICS}
+  return out
 
 
 WHOLE = "whole"   # bundles whole<k>: fold k's people's whole-clip washes (compose.py)
@@ -612,18 +653,22 @@ def _fold_mean(fold_metrics: list[dict]) -> dict[str, float]:
           for k in METRICS if any(k in m for m in fold_metrics)}
 
 
-def evaluate_split(config, workdir: pathlib.Path, split: str) -> dict[str, float]:
+def evaluate_split(config, workdir: pathlib.Path, split: str, *,
+                   with_predictions: bool = False):
   """A run's model evaluated on `split` with `config`'s evaluation settings (the
   whole-clip washes, or a row's `eval_overrides`); read back if done on the split's
-  data as it is now (`hhjax.evaluate.saved_evaluation`), else evaluated afresh."""
+  data as it is now (`hhjax.evaluate.saved_evaluation`), else evaluated afresh.
+  `with_predictions`: (metrics, the predictions file) instead."""
   from hhjax import evaluate  # noqa: PLC0415
   from hhjax.data import splits  # noqa: PLC0415
   data = splits.load_split(config, split)
   done = evaluate.saved_evaluation(config, workdir, split, data)
   if done:
-    return _with_segment_ratio(json.loads(done[0].read_text())["metrics"], done[1])
-  metrics, _ = evaluate.evaluate_checkpoint(config, workdir, split, data=data)
-  return metrics
+    metrics = _with_segment_ratio(json.loads(done[0].read_text())["metrics"], done[1])
+  else:
+    metrics, _ = evaluate.evaluate_checkpoint(config, workdir, split, data=data)
+    done = evaluate.saved_evaluation(config, workdir, split)
+  return (metrics, done[1]) if with_predictions else metrics
 
 
 def mean_sd(per_seed: list[dict]) -> dict[str, tuple[float, float]]:
@@ -794,6 +839,7 @@ def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
         cells.append(_fmt(m, mean) + ("" if not math.isfinite(sd) else
                                       f" ± {_fmt(m, sd)}"))
       lines.append("| " + " | ".join(cells) + " |")
+  lines += _person_lines(rows, meta)
   lines += ["", spec.get("claims_heading", "Claims of the paper, checked here:"), ""]
   for c in claims:
     lines.append(f"- **{c['verdict']}**: {c['text']} ({c['detail']})")
@@ -805,6 +851,28 @@ def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
                 "each row; a row that another table shares, such as the full model, is "
                 "counted in both)."]
   return "\n".join(lines) + "\n"
+
+
+def _person_lines(rows: list[dict], meta: dict) -> list[str]:
+  """Markdown lines of the per-person table (rows with `per_person`), or []."""
+  people = sorted({p for r in rows for p in r.get("per_person", {})})
+  if not people:
+    return []
+  lines = ["", "Each held-out person's composed washes ("
+           + " / ".join(LABELS[m] for m in PERSON_METRICS) + f"; mean over "
+           f"{'seeds' if len(meta['seeds']) > 1 else 'the one seed'}): a fold's figure is "
+           "the mean over its people's washes, so one person's failure shows here first.",
+           "", "| Method | " + " | ".join(people) + " |", "|" + "---|" * (len(people) + 1)]
+  for r in rows:
+    if "per_person" not in r:
+      continue
+    cells = [_row_label(r, meta)]
+    for p in people:
+      ms = r["per_person"].get(p, {})
+      cells.append(" / ".join(_fmt(m, ms[m][0]) if m in ms else "-"
+                              for m in PERSON_METRICS))
+    lines.append("| " + " | ".join(cells) + " |")
+  return lines
 
 
 PLOT_METRICS = ("edit", "f1@50", "segs", "spearman")

@@ -425,3 +425,40 @@ def test_whole_clip_ranking_claims_need_enough_videos(videos):
     assert claims[1]["whole"]["verdict"] == "holds" and meta == {}
     assert "spearman" in rows[1]["mean_sd_whole"]
   assert claims[1]["verdict"] == "holds"      # composed washes: judged as before
+
+
+def test_per_person_metrics_from_a_predictions_file(tmp_path):
+  """Hand-worked: person a's two washes (one right, one all the wrong step) pool to
+  accuracy 4/8, edit (100 + 0) / 2 and F1@50 from tp 2, fp 1, fn 1 (2/3)."""
+  path = tmp_path / "predictions.jsonl"
+  washes = [("a_wash0", [1, 1, 2, 2], [1, 1, 2, 2]), ("a_wash1", [4, 4, 4, 4], [3, 3, 3, 3]),
+            ("b_wash0", [0, 5, 5, 5], [0, 5, 5, 6])]
+  path.write_text("".join(json.dumps({"video": v, "frame_labels": p,
+                                      "gt_frame_labels": g}) + "\n" for v, p, g in washes))
+  got = experiments.per_person(path)
+  assert list(got) == ["a", "b"]
+  assert got["a"] == pytest.approx({"acc": 50.0, "edit": 50.0, "f1@50": 200 / 3})
+  # b: 3 of 4 frames; one true segment of two missing (edit 50); 5-run IoU 2/3 > 0.5.
+  assert got["b"] == pytest.approx({"acc": 75.0, "edit": 50.0, "f1@50": 200 / 3})
+  path.write_text(json.dumps({"video": "a_wash0", "frame_labels": None,
+                              "gt_frame_labels": [1]}) + "\n")
+  assert experiments.per_person(path) == {}
+  assert experiments.per_person(tmp_path / "absent.jsonl") == {}
+
+
+def test_rows_average_each_person_over_seeds_and_the_table_lists_them(monkeypatch):
+  persons = {0: {"a": {"acc": 50.0, "edit": 40.0, "f1@50": 30.0}},
+             1: {"a": {"acc": 70.0, "edit": 60.0, "f1@50": 50.0},
+                 "b": {"acc": 90.0, "edit": 80.0, "f1@50": 85.0}}}
+  monkeypatch.setattr(experiments, "_run_seed",
+                      lambda base, kind, row, seed, *a: ({"edit": 1.0}, None,
+                                                         persons[seed], 1.0))
+  monkeypatch.setattr(experiments, "effective", lambda base, row: row)
+  record = experiments.run_row(None, "folds", experiments.Row("A", ()), [0, 1], "full",
+                               pathlib.Path("/nonexistent"))
+  assert record["per_person"]["a"]["edit"] == pytest.approx((50.0, 14.142), abs=1e-3)
+  assert record["per_person"]["b"]["acc"][0] == 90.0
+  meta = dict(dataset="d", seeds=[0, 1], budget="full", kind="folds")
+  md = experiments.format_table("x", dict(title="t"), [dict(record, paper={})], meta, [])
+  assert "| Method | a | b |" in md
+  assert "| A | 60.0 / 50.0 / 40.0 | 90.0 / 80.0 / 85.0 |" in md
