@@ -775,10 +775,14 @@ def judge_whole_clip(specs: Sequence[tuple], claims: list[dict], rows: list[dict
   for spec, judged in zip(specs, claims):
     if few and spec[0] in RANKING_METRICS:
       judged["whole"] = dict(text=spec[3], verdict="not measured",
-                             detail=f"{videos} whole-clip washes per fold: too few to "
-                                    "rank")
+                             detail=f"{_washes(videos)} per fold: too few to rank")
     else:
       judged["whole"] = judge_claim(spec, whole_rows)
+
+
+def _washes(count: int, kind: str = "whole-clip ") -> str:
+  """'1 whole-clip wash', '2 whole-clip washes' (`kind` '' drops the adjective)."""
+  return f"{count} {kind}wash{'' if count == 1 else 'es'}"
 
 
 # ------------------------------------------------------------------------- reports
@@ -827,7 +831,7 @@ def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
     lines += ["", "Whole-clip washes (each held-out person's clips played in full, in "
               "WHO order, as one video; the same models"
               + ("" if few is None else
-                 f"; {few} washes per fold, too few to rank: "
+                 f"; {_washes(few, '')} per fold, too few to rank: "
                  + " and ".join(LABELS[m] for m in RANKING_METRICS) + " left out")
               + "):", "",
               "| Method | " + " | ".join(LABELS[m] for m in metrics) + " |",
