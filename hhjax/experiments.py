@@ -705,7 +705,9 @@ def judge_claim(claim: tuple, rows: list[dict]) -> dict:
   A claim `(metric, subject, other(s), text[, "par"])` says the subject's mean is
   better than each other row's ("par": as good as, i.e. not worse by more than two
   points, or 0.02 for Spearman, or one sd). With one seed the verdict reads the means
-  alone: "holds" or "does not hold". With several seeds a margin no larger than the
+  alone: "holds", "does not hold", or "not shown" when the subject ties a row and
+  loses to none (every network scoring 100 on one video). With several seeds a margin
+  no larger than the
   seeds' spread (the larger sd of the two rows) decides nothing, so a "better than"
   claim
     holds          when the subject is better than every other row beyond the spread,
@@ -742,7 +744,8 @@ def judge_claim(claim: tuple, rows: list[dict]) -> dict:
     floor = np.maximum(0.02 if metric == "spearman" else 2.0, spreads)
     verdict = "holds" if (margins >= -floor).all() else "does not hold"
   elif not seeded:
-    verdict = "holds" if (margins > 0).all() else "does not hold"
+    verdict = ("holds" if (margins > 0).all() else
+               "does not hold" if (margins < 0).any() else "not shown")   # a tie
   elif (margins > spreads).all():
     verdict = "holds"
   elif (margins < -spreads).any():

@@ -265,6 +265,11 @@ def test_claims_by_hand():
                                  rows)["verdict"] == "does not hold"
   missing = experiments.judge_claim(("acc", "Ours", "B + MLP", "x"), rows)
   assert missing["verdict"] == "not measured"
+  # One seed, a tie with one row and better than the other: not shown, not refuted.
+  tied = [_row("A + MLP", edit=100.0), _row("B + MLP", edit=90.0), _row("Ours", edit=100.0)]
+  assert experiments.judge_claim(claim, tied)["verdict"] == "not shown"
+  tied[1] = _row("B + MLP", edit=100.5)
+  assert experiments.judge_claim(claim, tied)["verdict"] == "does not hold"
 
 
 def test_claims_within_the_spread_are_not_shown():
