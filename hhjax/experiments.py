@@ -649,8 +649,15 @@ def _split_videos(manual_dir, split: str) -> list[str]:
 
 
 def _fold_mean(fold_metrics: list[dict]) -> dict[str, float]:
-  return {k: float(np.nanmean([m.get(k, math.nan) for m in fold_metrics]))
-          for k in METRICS if any(k in m for m in fold_metrics)}
+  """Per metric, the mean over the folds that measured it (NaN where none did, such
+  as Spearman over one whole-clip wash)."""
+  out = {}
+  for k in METRICS:
+    if any(k in m for m in fold_metrics):
+      values = np.array([m.get(k, math.nan) for m in fold_metrics], float)
+      values = values[np.isfinite(values)]
+      out[k] = float(values.mean()) if values.size else math.nan
+  return out
 
 
 def evaluate_split(config, workdir: pathlib.Path, split: str, *,

@@ -467,3 +467,13 @@ def test_rows_average_each_person_over_seeds_and_the_table_lists_them(monkeypatc
   md = experiments.format_table("x", dict(title="t"), [dict(record, paper={})], meta, [])
   assert "| Method | a | b |" in md
   assert "| A | 60.0 / 50.0 / 40.0 | 90.0 / 80.0 / 85.0 |" in md
+
+
+def test_fold_mean_skips_folds_without_a_metric_quietly():
+  import warnings
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    got = experiments._fold_mean([{"edit": 1.0, "spearman": math.nan},
+                                  {"edit": 3.0, "spearman": math.nan, "acc": 50.0}])
+  assert got["edit"] == 2.0 and got["acc"] == 50.0 and math.isnan(got["spearman"])
+  assert "f1@50" not in got
