@@ -179,10 +179,14 @@ def test_padded_video_gives_same_outputs_on_valid_frames(name):
   for i, length in enumerate([t, n]):
     alone = model.apply({"params": params}, x[i:i + 1, :length],
                         np.ones((1, length), np.float32))
-    np.testing.assert_allclose(batched["logits"][:, i, :length], alone["logits"][:, 0],
-                               atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(batched["features"][i, :length], alone["features"][0],
-                               atol=1e-5, rtol=1e-5)
+    # float32 sums of activations of magnitude ~100 differ in their last bits with the
+    # batch shape (XLA picks other loop orders): the tolerance is a few ulps of the
+    # largest output, far below what a padded frame leaking in would change.
+    for key, a, b in (("logits", batched["logits"][:, i, :length], alone["logits"][:, 0]),
+                      ("features", batched["features"][i, :length], alone["features"][0])):
+      scale = float(np.max(np.abs(b)))
+      np.testing.assert_allclose(a, b, atol=1e-6 * max(scale, 1.0), rtol=1e-5,
+                                 err_msg=key)
 
 
 def test_registry_builds_with_own_section_and_shapes():
