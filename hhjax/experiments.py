@@ -4,6 +4,8 @@ r"""The paper's comparisons in one command: every row of Li et al.'s Tables VI-X
   python -m hhjax.experiments all --dataset handwash --seeds 3 --out runs/tables_real
   python -m hhjax.experiments 12 --dataset /path/to/manual_dir --budget full
   python -m hhjax.experiments 6 --dataset handwash --budget full --rows "Ours,BCN"
+  python -m hhjax.experiments 6 --dataset handwash --budget full --rows ASFormer \
+      --set num_train_steps=1800 --set eval_every_steps=1800
   python -m hhjax.experiments claims runs/tables/table6_quick.json runs/tables_real
 
 TABLE is `6`, `8`, `9`, `10`, `11`, `12`, `13`, `joint` (what "joint" training means:
@@ -25,6 +27,9 @@ and evaluates on people not trained on:
 * `--rows A,B` trains only the rows whose names contain A or B; the table still lists
   every other row already finished at that budget, with the seeds it has (named where
   they are fewer than `--seeds`);
+* `--set FIELD=VALUE` changes that field in every row (e.g. a longer training); the
+  table's runs and files are then named `<budget>+<settings>` (`variant_name`), apart
+  from the plain table's, and its header says which settings it ran with;
 * `<out>/table<k>_<budget>.md` and `.json` hold mean +- sd over the seeds for every
   metric, the paper's figures in columns beside ours, and one line per claim of the
   paper saying whether it holds here (and by how much); `.png` draws edit, F1@50,
@@ -50,6 +55,7 @@ one seed on the synthetic set) and `full` (the base config's own length).
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import dataclasses
 import hashlib
@@ -394,6 +400,70 @@ def _set(config, dotted: str, value) -> None:
   if leaf not in node:
     raise ValueError(f"config has no field {dotted!r}")
   node[leaf] = value
+
+
+def parse_settings(base, items: Sequence[str]) -> tuple[tuple[str, Any], ...]:
+  """`FIELD=VALUE` strings (`--set`) as (field, value) pairs, each value read as the
+  type of the field in `base` (bool, int, float, str; a tuple or list as a Python
+  literal). Raises ValueError naming the field for an unknown field or a bad value."""
+  pairs = []
+  for item in items:
+    field, sep, text = item.partition("=")
+    field = field.strip()
+    if not sep or not field:
+      raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. num_train_steps=1800")
+    node = base
+    for part in field.split("."):
+      if not hasattr(node, "keys") or part not in node:
+        raise ValueError(f"--set {item!r}: the config has no field {field!r}")
+      node = node[part]
+    current = node
+    try:
+      if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+          raise ValueError("expected true or false")
+        value = text.lower() in ("true", "1")
+      elif isinstance(current, int):
+        value = int(text)
+      elif isinstance(current, float):
+        value = float(text)
+      elif isinstance(current, str):
+        value = text
+      elif isinstance(current, (tuple, list)):
+        value = type(current)(ast.literal_eval(text))
+      else:
+        raise ValueError(f"fields of type {type(current).__name__} cannot be set here")
+    except (ValueError, SyntaxError) as e:
+      raise ValueError(f"--set {item!r}: {field} is {current!r} "
+                       f"({type(current).__name__}); {text!r} is not one: {e}") from None
+    pairs.append((field, value))
+  fields = [f for f, _ in pairs]
+  if len(set(fields)) != len(fields):
+    raise ValueError(f"--set names a field twice: {fields}")
+  return tuple(pairs)
+
+
+def apply_settings(base, settings: Sequence[tuple[str, Any]], budget: str,
+                   rows: Sequence[Row]):
+  """A copy of `base` with the table-wide `settings` (`--set`) applied. A field the
+  budget or one of the rows sets itself is an error: the table would not say what ran."""
+  for field, _ in settings:
+    if field in BUDGETS[budget]:
+      raise ValueError(f"--set {field}: the {budget} budget sets this field itself "
+                       f"({field}={BUDGETS[budget][field]}); use --budget full")
+    for row in rows:
+      if field in dict(row.overrides) or field in dict(row.eval_overrides):
+        raise ValueError(f"--set {field}: row {row.name!r} sets this field itself")
+  base = copy.deepcopy(base)
+  for field, value in settings:
+    _set(base, field, value)
+  return base
+
+
+def variant_name(budget: str, settings: Sequence[tuple[str, Any]]) -> str:
+  """The budget, and the `--set` fields where there are any: the name of the table's
+  files and of its run folder, so that runs with other settings never mix."""
+  return budget if not settings else f"{budget}+{Row('', tuple(settings)).key}"
 
 
 def eval_config(config, row: Row):
@@ -820,7 +890,7 @@ def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
          [f"{LABELS[m]} paper" for m in metrics]
   lines = [f"# {spec['title']}", "",
            f"Data: {meta['dataset']}; {len(meta['seeds'])} seed(s) {meta['seeds']}; "
-           f"budget {meta['budget']}; mean ± sd over seeds"
+           f"budget {meta['budget']}{_settings_suffix(meta)}; mean ± sd over seeds"
            + (" (each seed: mean over the folds)" if meta["kind"] == "folds" else "")
            + ". Paper: " + spec.get("paper_source", "Li et al., HHA300 (I3D RGB + flow)")
            + ".", "",
@@ -957,7 +1027,8 @@ def plot_table(path: pathlib.Path, spec: dict, rows: list[dict], meta: dict) -> 
     labels += l
   fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8,
              frameon=False)
-  fig.suptitle(f"{spec['title']} ({meta['dataset']}, {meta['budget']} budget, "
+  fig.suptitle(f"{spec['title']} ({meta['dataset']}, {meta['budget']} budget"
+               f"{_settings_suffix(meta)}, "
                f"seeds {meta['seeds']}; bars: mean ± sd, dots: seeds)", fontsize=9)
   fig.tight_layout(rect=(0, 0.05, 1, 1))
   fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -965,9 +1036,21 @@ def plot_table(path: pathlib.Path, spec: dict, rows: list[dict], meta: dict) -> 
   return drawn
 
 
+def _settings_text(settings) -> str:
+  return ", ".join(f"{field}={value}" for field, value in settings)
+
+
+def _settings_suffix(meta: dict) -> str:
+  """", with num_train_steps=1800" for a table made with `--set`; "" otherwise (and for
+  tables written before `--set` existed)."""
+  settings = meta.get("settings") or ()
+  return f" with {_settings_text(settings)}" if settings else ""
+
+
 def _source(meta: dict) -> str:
   seeds = len(meta["seeds"])
-  return f"{meta['dataset']}, {meta['budget']}, {seeds} seed{'s' if seeds > 1 else ''}"
+  return (f"{meta['dataset']}, {meta['budget']}{_settings_suffix(meta)}, "
+          f"{seeds} seed{'s' if seeds > 1 else ''}")
 
 
 def claims_matrix(results: Sequence[dict]) -> str:
@@ -992,7 +1075,7 @@ def claims_matrix(results: Sequence[dict]) -> str:
     if meta["dataset"] not in datasets:
       datasets.append(meta["dataset"])
     order = (datasets.index(meta["dataset"]), meta["budget"] != "full",
-             -len(meta["seeds"]), meta["budget"])
+             -len(meta["seeds"]), meta["budget"], _settings_suffix(meta))
     titles[meta["table"]] = result["title"]
     for claim in result["claims"]:
       row = cells.setdefault((meta["table"], claim["text"]), {})
@@ -1066,12 +1149,15 @@ def select_rows(rows: Sequence[Row], patterns: Sequence[str] | None) -> set[str]
 def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
               out: pathlib.Path, data_dir: str | None = None,
               folds: Sequence[int] | None = None, log=print, base=None,
-              rows_wanted: Sequence[str] | None = None) -> dict:
+              rows_wanted: Sequence[str] | None = None,
+              settings: Sequence[tuple[str, Any]] = ()) -> dict:
   """Trains what is missing of one table and writes `<out>/table<k>_<budget>.{md,json}`.
 
   `rows_wanted` (substrings of row names) limits training to those rows; the others
   are tabulated only if already finished. `base` = (config, "split" | "folds")
-  replaces the data set's base config (tests)."""
+  replaces the data set's base config (tests). `settings` ((field, value) pairs,
+  `--set`) change every row; the table's files and runs are then named
+  `<budget>+<settings>` (`variant_name`)."""
   if table not in TABLES:
     raise ValueError(f"unknown table {table!r}; expected one of {TABLE_ORDER} or 'all'")
   spec = TABLES[table]
@@ -1079,8 +1165,12 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
   if spec.get("needs_flow") and base.dataset.streams == "all":
     log(f"table {table}: skipped on {dataset}: its features have no flow half")
     return {}
-  root = out / "runs" / dataset_slug(dataset) / budget
-  log(f"table {table}: {spec['title']}")
+  settings = tuple(settings)
+  base = apply_settings(base, settings, budget, spec["rows"]) if settings else base
+  variant = variant_name(budget, settings)
+  root = out / "runs" / dataset_slug(dataset) / variant
+  log(f"table {table}: {spec['title']}"
+      + (f" (with {_settings_text(settings)})" if settings else ""))
   chosen = select_rows(spec["rows"], rows_wanted)
   rows = []
   for row in spec["rows"]:
@@ -1095,15 +1185,16 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
       log(f"  {row.name}: not finished ({e}); left out ({why})")
   if not rows:
     return {}
-  meta = dict(table=table, dataset=dataset, seeds=list(seeds), budget=budget, kind=kind)
+  meta = dict(table=table, dataset=dataset, seeds=list(seeds), budget=budget, kind=kind,
+              settings=[list(s) for s in settings])
   claims = [judge_claim(c, rows) for c in spec["claims"]]
   judge_whole_clip(spec["claims"], claims, rows, meta)
   out.mkdir(parents=True, exist_ok=True)
-  (out / f"table{table}_{budget}.json").write_text(json.dumps(
+  (out / f"table{table}_{variant}.json").write_text(json.dumps(
       dict(meta=meta, title=spec["title"], rows=rows, claims=claims), indent=2))
   text = format_table(table, spec, rows, meta, claims)
-  (out / f"table{table}_{budget}.md").write_text(text)
-  plot_table(out / f"table{table}_{budget}.png", spec, rows, meta)
+  (out / f"table{table}_{variant}.md").write_text(text)
+  plot_table(out / f"table{table}_{variant}.png", spec, rows, meta)
   log(text)
   return dict(meta=meta, rows=rows, claims=claims)
 
@@ -1130,6 +1221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--rows", default=None,
                       help="comma-separated parts of row names: train only those rows "
                            "(the table also lists other rows already finished)")
+  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="change a config field in every row, e.g. --set "
+                           "num_train_steps=1800 (repeatable; full budget for the "
+                           "training length). The table's files and runs are named "
+                           "after the settings, apart from the plain table's")
   args = parser.parse_args(argv)
   global REPORT_ONLY
   REPORT_ONLY = args.report_only
@@ -1145,13 +1241,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--rows {p!r} matches no row of table(s) {', '.join(tables)}; "
                      "rows: " + "; ".join(dict.fromkeys(known)))
   folds = None if args.folds is None else [int(f) for f in args.folds.split(",")]
+  settings = ()
+  if args.set:
+    try:
+      settings = parse_settings(base_config(args.dataset, args.data_dir)[0], args.set)
+      for table in tables:
+        if table in TABLES:
+          apply_settings(base_config(args.dataset, args.data_dir)[0], settings,
+                         args.budget, TABLES[table]["rows"])
+    except ValueError as e:
+      parser.error(str(e))
   from absl import logging  # noqa: PLC0415
   logging.set_verbosity(logging.WARNING)
   from hhjax import cli  # noqa: PLC0415
   with cli.user_errors():
     for table in tables:
       run_table(table, args.dataset, range(args.seeds), args.budget,
-                pathlib.Path(args.out), args.data_dir, folds, rows_wanted=rows_wanted)
+                pathlib.Path(args.out), args.data_dir, folds, rows_wanted=rows_wanted,
+                settings=settings)
   return 0
 
 

@@ -484,3 +484,76 @@ def test_fold_mean_skips_folds_without_a_metric_quietly():
                                   {"edit": 3.0, "spearman": math.nan, "acc": 50.0}])
   assert got["edit"] == 2.0 and got["acc"] == 50.0 and math.isnan(got["spearman"])
   assert "f1@50" not in got
+
+
+def test_settings_are_typed_by_their_field_and_bad_ones_named(tmp_path):
+  config = _tiny(tmp_path)
+  parsed = experiments.parse_settings(
+      config, ["num_train_steps=1800", "learning_rate=1e-3", "lr_schedule=cosine",
+               "model.learnable_sigmoid=false"])
+  assert parsed == (("num_train_steps", 1800), ("learning_rate", 1e-3),
+                    ("lr_schedule", "cosine"), ("model.learnable_sigmoid", False))
+  assert type(parsed[0][1]) is int and type(parsed[1][1]) is float
+  with pytest.raises(ValueError, match="no field 'model.no_such'"):
+    experiments.parse_settings(config, ["model.no_such=1"])
+  with pytest.raises(ValueError, match=r"num_train_steps is 2 \(int\); '1.5'"):
+    experiments.parse_settings(config, ["num_train_steps=1.5"])
+  with pytest.raises(ValueError, match="expected true or false"):
+    experiments.parse_settings(config, ["model.learnable_sigmoid=maybe"])
+  with pytest.raises(ValueError, match="FIELD=VALUE"):
+    experiments.parse_settings(config, ["num_train_steps"])
+  with pytest.raises(ValueError, match="twice"):
+    experiments.parse_settings(config, ["seed=1", "seed=2"])
+  rows = experiments.TABLES["13"]["rows"]
+  # The quick budget fixes the training length; a row's own field is the row's.
+  with pytest.raises(ValueError, match="quick budget sets this field itself"):
+    experiments.apply_settings(config, (("num_train_steps", 5),), "quick", rows)
+  with pytest.raises(ValueError, match=r"row 'KAS \(original sigmoid\)' sets this field"):
+    experiments.apply_settings(config, (("model.learnable_sigmoid", False),), "full",
+                               rows)
+
+
+def test_a_table_with_settings_trains_apart_and_says_so(tmp_path, monkeypatch):
+  """`--set` changes every row's config; its runs and files are named after the
+  settings, so the plain table's runs are neither reused nor overwritten."""
+  configs = {}
+
+  def fake_run_one(config, workdir, log=print, may_train=True):
+    configs[str(workdir)] = config.num_train_steps
+    return {"spearman": 0.5, "rl2": 1.0}, 1.0, False
+
+  monkeypatch.setattr(experiments, "run_one", fake_run_one)
+  base = (_tiny(tmp_path), "split")
+  out = tmp_path / "out"
+  experiments.run_table("12", "tiny", [0], "full", out, base=base, log=lambda *_: None)
+  settings = (("num_train_steps", 7),)
+  result = experiments.run_table("12", "tiny", [0], "full", out, base=base,
+                                 log=lambda *_: None, settings=settings)
+  variant = experiments.variant_name("full", settings)
+  assert variant.startswith("full+num_train_steps=7-")
+  slug = experiments.dataset_slug("tiny")
+  plain = {k: v for k, v in configs.items() if f"/{slug}/full/" in k}
+  changed = {k: v for k, v in configs.items() if f"/{slug}/{variant}/" in k}
+  assert len(plain) == len(changed) == 2
+  assert set(plain.values()) == {2} and set(changed.values()) == {7}
+  assert result["meta"]["settings"] == [["num_train_steps", 7]]
+  assert (out / "table12_full.md").exists()
+  md = (out / f"table12_{variant}.md").read_text()
+  assert "budget full with num_train_steps=7;" in md
+  assert "budget full;" in (out / "table12_full.md").read_text()
+  # The claims matrix keeps the two apart, in columns of their own.
+  matrix = experiments.claims_matrix([
+      json.loads((out / "table12_full.json").read_text()),
+      json.loads((out / f"table12_{variant}.json").read_text())])
+  assert "tiny, full, 1 seed |" in matrix
+  assert "tiny, full with num_train_steps=7, 1 seed |" in matrix
+
+
+def test_set_on_the_command_line_is_checked_before_training(capsys):
+  with pytest.raises(SystemExit):
+    experiments.main(["6", "--budget", "quick", "--set", "num_train_steps=5",
+                      "--report-only"])
+  assert "quick budget sets this field itself" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    experiments.main(["6", "--set", "model.nope=5", "--report-only"])
+  assert "no field 'model.nope'" in capsys.readouterr().err
