@@ -1041,7 +1041,7 @@ def _settings_text(settings) -> str:
 
 
 def _settings_suffix(meta: dict) -> str:
-  """", with num_train_steps=1800" for a table made with `--set`; "" otherwise (and for
+  """" with num_train_steps=1800" for a table made with `--set`; "" otherwise (and for
   tables written before `--set` existed)."""
   settings = meta.get("settings") or ()
   return f" with {_settings_text(settings)}" if settings else ""
