@@ -392,11 +392,19 @@ def base_config(dataset: str, data_dir: str | None = None):
   return config, kind
 
 
-def _set(config, dotted: str, value) -> None:
-  *parents, leaf = dotted.split(".")
+def _get(config, dotted: str):
+  """The value of a dotted config field; ValueError naming it when there is none."""
   node = config
-  for p in parents:
-    node = node[p]
+  for part in dotted.split("."):
+    if not hasattr(node, "keys") or part not in node:
+      raise ValueError(f"config has no field {dotted!r}")
+    node = node[part]
+  return node
+
+
+def _set(config, dotted: str, value) -> None:
+  parent, _, leaf = dotted.rpartition(".")
+  node = _get(config, parent) if parent else config
   if leaf not in node:
     raise ValueError(f"config has no field {dotted!r}")
   node[leaf] = value
@@ -412,12 +420,10 @@ def parse_settings(base, items: Sequence[str]) -> tuple[tuple[str, Any], ...]:
     field = field.strip()
     if not sep or not field:
       raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. num_train_steps=1800")
-    node = base
-    for part in field.split("."):
-      if not hasattr(node, "keys") or part not in node:
-        raise ValueError(f"--set {item!r}: the config has no field {field!r}")
-      node = node[part]
-    current = node
+    try:
+      current = _get(base, field)
+    except ValueError as e:
+      raise ValueError(f"--set {item!r}: the {e}") from None
     try:
       if isinstance(current, bool):
         if text.lower() not in ("true", "false", "1", "0"):
@@ -443,10 +449,10 @@ def parse_settings(base, items: Sequence[str]) -> tuple[tuple[str, Any], ...]:
   return tuple(pairs)
 
 
-def apply_settings(base, settings: Sequence[tuple[str, Any]], budget: str,
-                   rows: Sequence[Row]):
-  """A copy of `base` with the table-wide `settings` (`--set`) applied. A field the
-  budget or one of the rows sets itself is an error: the table would not say what ran."""
+def check_settings(settings: Sequence[tuple[str, Any]], budget: str,
+                   rows: Sequence[Row]) -> None:
+  """ValueError when a field of the table-wide `settings` (`--set`) is one the budget or
+  one of the rows sets itself: the table would not say what ran."""
   for field, _ in settings:
     if field in BUDGETS[budget]:
       raise ValueError(f"--set {field}: the {budget} budget sets this field itself "
@@ -454,6 +460,13 @@ def apply_settings(base, settings: Sequence[tuple[str, Any]], budget: str,
     for row in rows:
       if field in dict(row.overrides) or field in dict(row.eval_overrides):
         raise ValueError(f"--set {field}: row {row.name!r} sets this field itself")
+
+
+def apply_settings(base, settings: Sequence[tuple[str, Any]], budget: str,
+                   rows: Sequence[Row]):
+  """A copy of `base` with the table-wide `settings` applied, once `check_settings`
+  has passed them."""
+  check_settings(settings, budget, rows)
   base = copy.deepcopy(base)
   for field, value in settings:
     _set(base, field, value)
@@ -568,10 +581,7 @@ def effective(base, row: Row) -> Row:
   in effect (e.g. the joint model named in several tables) share one run."""
   changed = []
   for dotted, value in row.overrides:
-    node = base
-    for part in dotted.split("."):
-      node = node[part]
-    if node != value:
+    if _get(base, dotted) != value:
       changed.append((dotted, value))
   return dataclasses.replace(row, overrides=tuple(changed))
 
@@ -1247,8 +1257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       settings = parse_settings(base_config(args.dataset, args.data_dir)[0], args.set)
       for table in tables:
         if table in TABLES:
-          apply_settings(base_config(args.dataset, args.data_dir)[0], settings,
-                         args.budget, TABLES[table]["rows"])
+          check_settings(settings, args.budget, TABLES[table]["rows"])
     except ValueError as e:
       parser.error(str(e))
   from absl import logging  # noqa: PLC0415
