@@ -899,7 +899,8 @@ def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
   head = ["Method"] + [f"{LABELS[m]} ours" for m in metrics] + \
          [f"{LABELS[m]} paper" for m in metrics]
   lines = [f"# {spec['title']}", "",
-           f"Data: {meta['dataset']}; {len(meta['seeds'])} seed(s) {meta['seeds']}; "
+           f"Data: {meta['dataset']}{_folds_text(meta)}; "
+           f"{len(meta['seeds'])} seed(s) {meta['seeds']}; "
            f"budget {meta['budget']}{_settings_suffix(meta)}; mean ± sd over seeds"
            + (" (each seed: mean over the folds)" if meta["kind"] == "folds" else "")
            + ". Paper: " + spec.get("paper_source", "Li et al., HHA300 (I3D RGB + flow)")
@@ -1037,7 +1038,8 @@ def plot_table(path: pathlib.Path, spec: dict, rows: list[dict], meta: dict) -> 
     labels += l
   fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8,
              frameon=False)
-  fig.suptitle(f"{spec['title']} ({meta['dataset']}, {meta['budget']} budget"
+  fig.suptitle(f"{spec['title']} ({meta['dataset']}{_folds_text(meta)}, "
+               f"{meta['budget']} budget"
                f"{_settings_suffix(meta)}, "
                f"seeds {meta['seeds']}; bars: mean ± sd, dots: seeds)", fontsize=9)
   fig.tight_layout(rect=(0, 0.05, 1, 1))
@@ -1050,6 +1052,29 @@ def _settings_text(settings) -> str:
   return ", ".join(f"{field}={value}" for field, value in settings)
 
 
+def _folds_text(meta: dict) -> str:
+  """", folds 1, 2 of 4" where a table covers some of a data set's folds, else ""
+  (all folds, a train/test split, or a table written before folds were recorded)."""
+  folds, total = meta.get("folds"), meta.get("num_folds")
+  if not folds or len(folds) == total:
+    return ""
+  return f", folds {', '.join(map(str, folds))} of {total}"
+
+
+def _warn_replaced(path: pathlib.Path, meta: dict, log) -> None:
+  """Says so when the table about to be written replaces one of other folds (its runs
+  stay: rerunning with those folds writes it again from them)."""
+  try:
+    old = json.loads(path.read_text())["meta"]
+  except (OSError, ValueError, KeyError):
+    return
+  if old.get("folds") is not None and old.get("folds") != meta.get("folds"):
+    log(f"  {path.name} held folds {old['folds']} and now holds folds {meta['folds']}; "
+        f"the runs of both stay (--folds {','.join(map(str, old['folds']))} writes the "
+        "other table again, training nothing); give each set of folds its own --out "
+        "to keep both tables")
+
+
 def _settings_suffix(meta: dict) -> str:
   """" with num_train_steps=1800" for a table made with `--set`; "" otherwise (and for
   tables written before `--set` existed)."""
@@ -1059,7 +1084,8 @@ def _settings_suffix(meta: dict) -> str:
 
 def _source(meta: dict) -> str:
   seeds = len(meta["seeds"])
-  return (f"{meta['dataset']}, {meta['budget']}{_settings_suffix(meta)}, "
+  return (f"{meta['dataset']}{_folds_text(meta)}, {meta['budget']}"
+          f"{_settings_suffix(meta)}, "
           f"{seeds} seed{'s' if seeds > 1 else ''}")
 
 
@@ -1085,7 +1111,8 @@ def claims_matrix(results: Sequence[dict]) -> str:
     if meta["dataset"] not in datasets:
       datasets.append(meta["dataset"])
     order = (datasets.index(meta["dataset"]), meta["budget"] != "full",
-             -len(meta["seeds"]), meta["budget"], _settings_suffix(meta))
+             -len(meta["seeds"]), meta["budget"], _settings_suffix(meta),
+             _folds_text(meta))
     titles[meta["table"]] = result["title"]
     for claim in result["claims"]:
       row = cells.setdefault((meta["table"], claim["text"]), {})
@@ -1197,6 +1224,12 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
     return {}
   meta = dict(table=table, dataset=dataset, seeds=list(seeds), budget=budget, kind=kind,
               settings=[list(s) for s in settings])
+  if kind == "folds":
+    from hhjax import crossval  # noqa: PLC0415
+    available = crossval.fold_indices(base.dataset.manual_dir)
+    meta.update(folds=list(available if folds is None else folds),
+                num_folds=len(available))
+  _warn_replaced(out / f"table{table}_{variant}.json", meta, log)
   claims = [judge_claim(c, rows) for c in spec["claims"]]
   judge_whole_clip(spec["claims"], claims, rows, meta)
   out.mkdir(parents=True, exist_ok=True)
@@ -1207,6 +1240,34 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
   plot_table(out / f"table{table}_{variant}.png", spec, rows, meta)
   log(text)
   return dict(meta=meta, rows=rows, claims=claims)
+
+
+def parse_folds(parser: argparse.ArgumentParser, args) -> list[int]:
+  """`--folds` as a list of fold numbers, each checked against the data set's folds
+  (parser.error naming the bad ones: not a number, named twice, not a fold, a data set
+  without folds)."""
+  try:
+    folds = [int(f) for f in args.folds.split(",")]
+  except ValueError:
+    parser.error(f"--folds {args.folds!r}: expected comma-separated fold numbers, "
+                 "e.g. --folds 0,3")
+  if len(set(folds)) != len(folds):
+    parser.error(f"--folds {args.folds!r} names a fold twice")
+  base, kind = base_config(args.dataset, args.data_dir)
+  if kind != "folds":
+    parser.error(f"--folds: data set {args.dataset!r} has a train/test split, not "
+                 "folds (--folds is for --dataset handwash)")
+  from hhjax import crossval  # noqa: PLC0415
+  from hhjax.data import layout  # noqa: PLC0415
+  try:
+    available = crossval.fold_indices(base.dataset.manual_dir)
+  except layout.LayoutError as e:
+    parser.error(str(e))
+  unknown = sorted(set(folds) - set(available))
+  if unknown:
+    parser.error(f"--folds: {unknown} not among the data set's folds {available} "
+                 f"({base.dataset.manual_dir})")
+  return folds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1250,7 +1311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       if not p or not select_rows([Row(n) for n in known], [p]):
         parser.error(f"--rows {p!r} matches no row of table(s) {', '.join(tables)}; "
                      "rows: " + "; ".join(dict.fromkeys(known)))
-  folds = None if args.folds is None else [int(f) for f in args.folds.split(",")]
+  folds = None if args.folds is None else parse_folds(parser, args)
   settings = ()
   if args.set:
     try:

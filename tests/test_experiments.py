@@ -557,3 +557,47 @@ def test_set_on_the_command_line_is_checked_before_training(capsys):
   with pytest.raises(SystemExit):
     experiments.main(["6", "--set", "model.nope=5", "--report-only"])
   assert "no field 'model.nope'" in capsys.readouterr().err
+
+
+def test_a_table_of_some_folds_says_which_and_keeps_its_own_claims_column(tmp_path):
+  def folds_result(folds, verdict):
+    result = _result("6", "handwash", "full", 3,
+                     [dict(text="ours best", verdict=verdict, detail="")])
+    result["meta"].update(kind="folds", folds=folds, num_folds=4)
+    return result
+  f12, f03, every = (folds_result([1, 2], "holds"), folds_result([0, 3], "does not hold"),
+                     folds_result([0, 1, 2, 3], "not shown"))
+  md = experiments.format_table("6", dict(title="T"), [], f12["meta"], [])
+  assert "Data: handwash, folds 1, 2 of 4; 3 seed(s)" in md
+  assert "Data: handwash; 3 seed(s)" in experiments.format_table(
+      "6", dict(title="T"), [], every["meta"], [])
+  # Tables of other folds are columns of their own, not a disagreement.
+  matrix = experiments.claims_matrix([f12, f03, every]).splitlines()
+  assert matrix[0] == ("| Table | Claim | handwash, full, 3 seeds | handwash, folds 0, 3 "
+                       "of 4, full, 3 seeds | handwash, folds 1, 2 of 4, full, 3 seeds |")
+  assert matrix[2] == "| Table 6 | ours best | not shown | does not hold | holds |"
+  # Writing a table over one of other folds says so, and how to write it again.
+  path = tmp_path / "table6_full.json"
+  path.write_text(json.dumps(f12))
+  said = []
+  experiments._warn_replaced(path, f03["meta"], said.append)
+  assert len(said) == 1 and "held folds [1, 2]" in said[0] and "--folds 1,2" in said[0]
+  experiments._warn_replaced(path, f12["meta"], said.append)
+  experiments._warn_replaced(tmp_path / "absent.json", f03["meta"], said.append)
+  assert len(said) == 1
+
+
+def test_bad_folds_on_the_command_line_are_named(capsys, monkeypatch):
+  for argv, message in (
+      (["--folds", "1,x"], "--folds '1,x': expected comma-separated fold numbers"),
+      (["--folds", "1,1"], "names a fold twice"),
+      (["--dataset", "synthetic", "--folds", "1"], "has a train/test split, not folds")):
+    with pytest.raises(SystemExit):
+      experiments.main(["6", "--dataset", "handwash", *argv, "--report-only"])
+    assert message in capsys.readouterr().err
+  from hhjax import crossval
+  monkeypatch.setattr(crossval, "fold_indices", lambda manual_dir: [0, 1, 2, 3])
+  with pytest.raises(SystemExit):
+    experiments.main(["6", "--dataset", "handwash", "--folds", "2,7", "--report-only"])
+  assert "--folds: [7] not among the data set's folds [0, 1, 2, 3]" in \
+      capsys.readouterr().err
