@@ -326,3 +326,40 @@ def test_ranking_needs_batches_of_two_and_old_runs_resume():
   del saved["optimizer"], saved["momentum"], saved["lr_multipliers"]
   assert default_config.resume_conflicts(saved, default_config.get_config().to_dict()) \
       == []
+
+
+def test_residual_layers_add_only_on_real_frames_and_match_the_masked_sum(monkeypatch):
+  """`tcn.residual` (x + masked(h)) against the masked sum it replaces,
+  masked(x + h): a stage's outputs and every parameter gradient are bit-identical,
+  with dropout on, and its padded frames are zero."""
+  from hhjax.models import tcn
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 40, 5)).astype(np.float32)
+  mask = np.ones((2, 40), np.float32)
+  mask[1, 23:] = 0
+  x[1, 23:] = 1e3                      # garbage past the end of the second video
+  stage = tcn.SingleStage(num_layers=5, channels=8, dropout_rate=0.5)
+  params = stage.init(jax.random.key(0), x, mask)["params"]
+  target = rng.normal(size=(2, 40, 8)).astype(np.float32)
+
+  def run():
+    def loss(p):
+      out = stage.apply({"params": p}, x, mask, train=True,
+                        rngs={"dropout": jax.random.key(1)})
+      return jnp.sum(out * target), out
+    (_, out), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    return np.asarray(out), grads
+
+  # One layer by hand: padded frames keep the input, real frames get x + h.
+  h = rng.normal(size=(2, 40, 5)).astype(np.float32)
+  got = np.asarray(tcn.residual(jnp.asarray(x), jnp.asarray(h), jnp.asarray(mask)))
+  np.testing.assert_array_equal(got[0], x[0] + h[0])
+  np.testing.assert_array_equal(got[1, :23], x[1, :23] + h[1, :23])
+  np.testing.assert_array_equal(got[1, 23:], x[1, 23:])
+  out, grads = run()
+  monkeypatch.setattr(tcn, "residual", lambda x, h, mask: tcn.masked(x + h, mask))
+  ref_out, ref_grads = run()
+  np.testing.assert_array_equal(out, ref_out)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert np.all(out[1, 23:] == 0)

@@ -126,10 +126,16 @@ def test_dual_dilated_layer_hand_worked_at_video_end():
   # t=0: a=3*5=15,  b=1-2=-1 -> 1+14=15     t=1: a=3*6=18, b=2-3=-1 -> 2+17=19
   # t=2: a=3*x6=0,  b=-1 -> relu 0 -> 3     t=3: a=0,      b=-1 -> 4
   # t=4: a=2*1=2,   b=5-6=-1 -> 5+1=6       t=5: a=2*2=4,  b=6-x6=6 -> 6+10=16
-  np.testing.assert_allclose(got, [15, 19, 3, 4, 6, 16, 0, 0], rtol=1e-6)
+  # Padded frames keep the input's values (the residual adds nothing there):
+  # residual layers take inputs that are zero on padded frames (tcn.residual).
+  np.testing.assert_allclose(got, [15, 19, 3, 4, 6, 16, 100, -100], rtol=1e-6)
   # The same with the naive loop on the 6 real frames.
   ref = np_dual_layer(p, x[0, :6].astype(np.float64), small=1, large=4)[:, 0]
   np.testing.assert_allclose(got[:6], ref, rtol=1e-6)
+  # An input zero on its padded frames, as every stage gives, stays zero there.
+  zeroed = x * mask[..., None]
+  got = np.asarray(layer.apply({"params": p}, zeroed, mask))[0, :, 0]
+  np.testing.assert_allclose(got, [15, 19, 3, 4, 6, 16, 0, 0], rtol=1e-6)
 
 
 def test_dual_dilated_layer_two_channels_matches_loop():
@@ -141,7 +147,7 @@ def test_dual_dilated_layer_two_channels_matches_loop():
   for i, n in enumerate([8, 5]):
     ref = np_dual_layer(params, x[i, :n].astype(np.float64), small=2, large=4)
     np.testing.assert_allclose(got[i, :n], ref, rtol=1e-5, atol=1e-5)
-    assert np.all(got[i, n:] == 0)
+    assert np.all(got[i, n:] == x[i, n:])   # padded frames: the input, nothing added
 
 
 @pytest.mark.parametrize("name", ["mstcn", "mstcn_pp"])

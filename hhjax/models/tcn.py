@@ -26,8 +26,27 @@ def masked(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
   return x * mask[..., None].astype(x.dtype)
 
 
+def residual(x: jnp.ndarray, h: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+  """`x + h` on real frames and `x` on padded ones: for an `x` that is zero on padded
+  frames, as every stage's input and every residual layer's output is, this equals
+  `masked(x + h, mask)`, bit for bit, values and gradients.
+
+  Why not `masked(x + h, mask)`: with a frame mask that is an input of the jitted step
+  (not a constant), XLA's CPU fusion recomputes a residual stream ending in a mask
+  multiply from the start of the stage inside every layer's backward pass (quadratic
+  in the number of layers): a 10-layer stage's forward + backward took 3x as long at
+  T = 1,024 and 4,096 (docs/BENCHMARKS.md, "The mask multiply"). Masking only the added
+  branch leaves the stream a plain sum, which XLA keeps materialised.
+  """
+  return x + masked(h, mask)
+
+
 class DilatedResidualLayer(nn.Module):
-  """ReLU(dilated conv k=3) -> 1x1 conv -> dropout, added to the input."""
+  """ReLU(dilated conv k=3) -> 1x1 conv -> dropout, added to the input.
+
+  The input must be zero on padded frames (the output then is too): see `residual`.
+  The convolution reads the input masked all the same, so real frames never see what
+  padded ones hold."""
 
   channels: int
   dilation: int
@@ -43,7 +62,7 @@ class DilatedResidualLayer(nn.Module):
     h = nn.Conv(self.channels, kernel_size=(1,), kernel_init=self.kernel_init,
                 name="conv_1x1")(h)
     h = Dropout(self.dropout_rate, deterministic=not train)(h)   # few-bit masks
-    return masked(x + h, mask)
+    return residual(x, h, mask)
 
 
 class SingleStage(nn.Module):

@@ -80,7 +80,7 @@ import jax.numpy as jnp
 
 from hhjax.models.layers import Dropout
 from hhjax.models.segmenters import register
-from hhjax.models.tcn import masked
+from hhjax.models.tcn import masked, residual
 
 # Decoder d weights its attention by exp(-ALPHA_DECAY * d) (authors' code, p = 3).
 ALPHA_DECAY = 3.0
@@ -194,7 +194,7 @@ class ASFormerBlock(nn.Module):
     h = self.alpha * att + h
     h = nn.Dense(self.channels, name="conv_1x1")(h)
     h = Dropout(self.dropout_rate, deterministic=not train)(h)
-    return masked(x + h, mask)
+    return residual(x, h, mask)
 
 
 class ASFormerStack(nn.Module):

@@ -58,7 +58,7 @@ from hhjax.models.attention import elu_feature_map
 from hhjax.models.layers import Dropout
 from hhjax.models.segmenters import register
 from hhjax.models.segmenters.conv_transformer import ConvTransformerFields
-from hhjax.models.tcn import masked
+from hhjax.models.tcn import masked, residual
 
 CAUSAL_ATTENTION_KINDS = ("linear", "none")
 
@@ -183,7 +183,7 @@ class CausalResidualLayer(nn.Module):
   def __call__(self, x, mask, *, train: bool = False):
     h = nn.relu(self.conv_dilated(masked(x, mask)))                       # (B, T, C)
     h = self.dropout(self.conv_1x1(h), deterministic=not train)
-    return masked(x + h, mask)
+    return residual(x, h, mask)
 
   def step(self, buffer, t, x):
     buffer, h = self.conv_dilated.step(buffer, t, x)                     # (B, C)
@@ -239,9 +239,9 @@ class CausalTransformerBlock(nn.Module):
   def __call__(self, x, mask, *, train: bool = False):
     if self.attention == "linear":
       h = self.attn(self.norm_attn(x), mask)
-      x = masked(x + self.dropout(h, deterministic=not train), mask)
+      x = residual(x, self.dropout(h, deterministic=not train), mask)
     h = self.ffn_out(nn.gelu(self.ffn_in(self.norm_ffn(x))))
-    return masked(x + self.dropout(h, deterministic=not train), mask)
+    return residual(x, self.dropout(h, deterministic=not train), mask)
 
   def step(self, cache: dict, x):
     """`cache` {"s", "z"} (empty without attention), `(B, C)` -> `(cache, (B, C))`."""

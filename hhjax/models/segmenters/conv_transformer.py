@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from hhjax.models.attention import MultiHeadAttention
 from hhjax.models.layers import Dropout
 from hhjax.models.segmenters import register
-from hhjax.models.tcn import SingleStage, masked
+from hhjax.models.tcn import SingleStage, masked, residual
 
 
 class TransformerBlock(nn.Module):
@@ -43,11 +43,11 @@ class TransformerBlock(nn.Module):
     if self.attention != "none":
       h = MultiHeadAttention(self.attention, self.num_heads, name="attention")(
           nn.LayerNorm(name="norm_attn")(x), mask)
-      x = masked(x + drop(h), mask)
+      x = residual(x, drop(h), mask)
     h = nn.LayerNorm(name="norm_ffn")(x)
     h = nn.Dense(channels * self.ffn_factor, name="ffn_in")(h)
     h = nn.Dense(channels, name="ffn_out")(nn.gelu(h))
-    return masked(x + drop(h), mask)
+    return residual(x, drop(h), mask)
 
 
 class ConvTransformerFields(nn.Module):

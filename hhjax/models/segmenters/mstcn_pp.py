@@ -46,7 +46,7 @@ import jax.numpy as jnp
 from hhjax.models.layers import Dropout
 from hhjax.models.segmenters import register
 from hhjax.models.segmenters.mstcn import Stage, check_at_least, check_inputs, stage_input
-from hhjax.models.tcn import masked
+from hhjax.models.tcn import masked, residual
 
 
 class DualDilatedLayer(nn.Module):
@@ -67,7 +67,7 @@ class DualDilatedLayer(nn.Module):
     h = nn.Conv(self.channels, kernel_size=(1,), name="conv_fusion")(
         jnp.concatenate([a, b], axis=-1))                                # (B, T, C)
     h = Dropout(self.dropout_rate, deterministic=not train)(nn.relu(h))
-    return masked(x + h, mask)
+    return residual(x, h, mask)
 
 
 class PredictionGeneration(nn.Module):
