@@ -262,7 +262,7 @@ class ASFormer(nn.Module):
     stack = lambda alpha, name: ASFormerStack(
         self.num_classes, self.num_layers, self.channels, self.r1, self.r2, alpha,
         self.dropout_rate, name=name)
-    logits, features = stack(1.0, "encoder")(masked(x, mask), None, mask, train=train)
+    logits, features = stack(1.0, "encoder")(x, None, mask, train=train)  # masks after conv_in
     all_logits = [logits]
     for d in range(self.num_decoders):
       probs = masked(jax.nn.softmax(logits, axis=-1), mask)

@@ -82,8 +82,9 @@ class Stage(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool = False):
+    # x unmasked: SingleStage's first layer is per-frame and masks its output.
     h = SingleStage(self.num_layers, self.channels, self.dropout_rate,
-                    name="tcn")(masked(x, mask), mask, train=train)     # (B, T, channels)
+                    name="tcn")(x, mask, train=train)                   # (B, T, channels)
     logits = nn.Conv(self.num_classes, kernel_size=(1,), name="classifier")(h)
     return h, masked(logits, mask)
 

@@ -120,8 +120,7 @@ class MSTCNPlusPlus(nn.Module):
     x = Dropout(self.input_dropout_rate, broadcast_dims=(1,),
                 deterministic=not train)(x)
     h, logits = PredictionGeneration(self.num_classes, self.num_layers_pg, self.channels,
-                                     self.dropout_rate, name="pg")(masked(x, mask), mask,
-                                                                   train=train)
+                                     self.dropout_rate, name="pg")(x, mask, train=train)
     all_logits = [logits]
     for r in range(self.num_refinements):
       h, logits = Stage(self.num_classes, self.num_layers_r, self.channels,
