@@ -68,6 +68,9 @@ class DilatedResidualLayer(nn.Module):
 class SingleStage(nn.Module):
   """1x1 input projection, `num_layers` dilated residual layers (dilation 2^i).
 
+  The input need not be zero on padded frames: the projection is per-frame and its
+  output is masked before the first dilated layer reads it.
+
   Returns the stage features `(B, T, channels)`; the classifier lives with the caller
   so that a transformer block can sit between the two (see `segmentation.py`).
   """

@@ -335,9 +335,8 @@ class CausalMultiStageModel(ConvTransformerFields):
 
   def __call__(self, x, mask, *, train: bool = False):
     x = self.input_dropout(x, deterministic=not train)
-    # The input is not masked: the stage's first layer is per-frame and masks its
-    # output, so padded frames never reach a real one (a multiply over the D-dim input
-    # cost 10 ms a call at T = 4,096, D = 2,048; docs/BENCHMARKS.md).
+    # Unmasked: the first stage's first layer is per-frame and masks its output
+    # (docs/BENCHMARKS.md, "The mask multiply").
     inputs = x
     all_logits = []
     for stage in self.stages:

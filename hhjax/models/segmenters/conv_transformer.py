@@ -83,9 +83,8 @@ class MultiStageModel(ConvTransformerFields):
     x = Dropout(self.input_dropout_rate, broadcast_dims=(1,),
                 deterministic=not train)(x)
     all_logits = []
-    # The input is not masked: the stage's first layer is per-frame and masks its
-    # output, so padded frames never reach a real one (a multiply over the D-dim input
-    # cost 10 ms a call at T = 4,096, D = 2,048; docs/BENCHMARKS.md).
+    # Unmasked: the first stage's first layer is per-frame and masks its output
+    # (docs/BENCHMARKS.md, "The mask multiply").
     inputs = x
     for s in range(self.num_stages):
       h = SingleStage(self.num_layers, self.channels, self.dropout_rate,
