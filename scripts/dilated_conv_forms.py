@@ -7,7 +7,8 @@ Each layer is MS-TCN's: a k=3 convolution of dilation 2^i (64 -> 64 channels), R
 a 1x1 projection, the residual sum; batch 1. The three forms share one set of weights
 and the script checks that their losses agree before timing them interleaved in one
 process (median of the repeats, each the mean of 3 calls). Written for
-docs/BENCHMARKS.md ("Why 4,096 is harder").
+docs/BENCHMARKS.md ("Why 4,096 was harder"). The stack has no frame mask: what made
+the real layers slow was the mask ("The mask multiply" there).
 """
 
 from __future__ import annotations
