@@ -25,6 +25,12 @@ serve all of them without special cases:
   last stage. ASRF overrides it with its boundary-based refinement. It must be
   jittable: segment selection and scoring run on device.
 
+Padding and speed: keep padded frames zero with `hhjax.models.tcn.masked` on what a
+layer reads, and add residual branches with `hhjax.models.tcn.residual` (x +
+masked(h)), not `masked(x + h, mask)`: with the mask an input of the jitted step, XLA's
+CPU fusion recomputes a stream of masked sums in every layer's backward pass (about 2x
+slower training; docs/BENCHMARKS.md, "The mask multiply").
+
 Construction: `build(name, model_config)` passes the network the fields of
 `config.model` that it declares (the shared ones: `num_classes`, `num_stages`,
 `num_layers`, `channels`, `dropout_rate`, `input_dropout_rate`, ...), then the fields of
