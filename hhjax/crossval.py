@@ -116,6 +116,21 @@ def joint_metrics(predictions: list[dict]) -> tuple[dict[str, float], np.ndarray
   return seg, done
 
 
+def check_folds(manual_dir: str | pathlib.Path, folds: list[int]) -> list[int]:
+  """The data set's folds (`fold_indices`), after checking that each of `folds` is one.
+
+  Raises:
+    ValueError: naming the folds that are not among the data set's, and the directory.
+    LayoutError: from `fold_indices`.
+  """
+  available = fold_indices(manual_dir)
+  unknown = sorted(set(folds) - set(available))
+  if unknown:
+    raise ValueError(f"folds {unknown} are not among the data set's folds {available} "
+                     f"({manual_dir})")
+  return available
+
+
 def fold_config(config, num_folds: int, fold: int):
   """The config of one fold: its train/test splits; no per-run baselines."""
   cfg = copy.deepcopy(config)
@@ -255,11 +270,8 @@ def cross_validate(config, workdir: str | pathlib.Path, folds: list[int] | None 
   if not config.dataset.manual_dir:
     raise layout.LayoutError("set the manual directory of the composed washes with "
                              "--config.dataset.manual_dir")
-  available = fold_indices(config.dataset.manual_dir)
+  available = check_folds(config.dataset.manual_dir, folds or [])
   folds = available if folds is None else folds
-  unknown = sorted(set(folds) - set(available))
-  if unknown:
-    raise ValueError(f"config: folds {unknown} are not among the bundles {available}")
   results = [run_fold(config, workdir, len(available), k) for k in folds]
   report = format_report(results) + "\n\n" + format_people(results)
   print(report)

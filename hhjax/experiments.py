@@ -1242,10 +1242,10 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
   return dict(meta=meta, rows=rows, claims=claims)
 
 
-def parse_folds(parser: argparse.ArgumentParser, args) -> list[int]:
-  """`--folds` as a list of fold numbers, each checked against the data set's folds
-  (parser.error naming the bad ones: not a number, named twice, not a fold, a data set
-  without folds)."""
+def parse_folds(parser: argparse.ArgumentParser, args, base, kind: str) -> list[int]:
+  """`--folds` as a list of fold numbers, each checked against the folds of the data
+  set whose base config is `base` (`base_config`: config, kind); parser.error names the
+  bad ones: not a number, named twice, not a fold, a data set without folds."""
   try:
     folds = [int(f) for f in args.folds.split(",")]
   except ValueError:
@@ -1253,20 +1253,15 @@ def parse_folds(parser: argparse.ArgumentParser, args) -> list[int]:
                  "e.g. --folds 0,3")
   if len(set(folds)) != len(folds):
     parser.error(f"--folds {args.folds!r} names a fold twice")
-  base, kind = base_config(args.dataset, args.data_dir)
   if kind != "folds":
     parser.error(f"--folds: data set {args.dataset!r} has a train/test split, not "
                  "folds (--folds is for --dataset handwash)")
   from hhjax import crossval  # noqa: PLC0415
   from hhjax.data import layout  # noqa: PLC0415
   try:
-    available = crossval.fold_indices(base.dataset.manual_dir)
-  except layout.LayoutError as e:
-    parser.error(str(e))
-  unknown = sorted(set(folds) - set(available))
-  if unknown:
-    parser.error(f"--folds: {unknown} not among the data set's folds {available} "
-                 f"({base.dataset.manual_dir})")
+    crossval.check_folds(base.dataset.manual_dir, folds)
+  except (layout.LayoutError, ValueError) as e:
+    parser.error(f"--folds: {e}")
   return folds
 
 
@@ -1311,11 +1306,15 @@ def main(argv: Sequence[str] | None = None) -> int:
       if not p or not select_rows([Row(n) for n in known], [p]):
         parser.error(f"--rows {p!r} matches no row of table(s) {', '.join(tables)}; "
                      "rows: " + "; ".join(dict.fromkeys(known)))
-  folds = None if args.folds is None else parse_folds(parser, args)
+  try:
+    base, kind = base_config(args.dataset, args.data_dir)
+  except ValueError as e:
+    parser.error(str(e))
+  folds = None if args.folds is None else parse_folds(parser, args, base, kind)
   settings = ()
   if args.set:
     try:
-      settings = parse_settings(base_config(args.dataset, args.data_dir)[0], args.set)
+      settings = parse_settings(base, args.set)
       for table in tables:
         if table in TABLES:
           check_settings(settings, args.budget, TABLES[table]["rows"])

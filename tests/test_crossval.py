@@ -59,6 +59,10 @@ def test_fold_indices_needs_numbered_folds(tmp_path):
     crossval.fold_indices(tmp_path)
   (tmp_path / "splits" / "fold1.bundle").write_text("v\n")
   assert crossval.fold_indices(tmp_path) == [0, 1, 2]
+  assert crossval.check_folds(tmp_path, [2, 0]) == [0, 1, 2]
+  with pytest.raises(ValueError, match=r"folds \[3, 5\] are not among the data set's "
+                                       r"folds \[0, 1, 2\]"):
+    crossval.check_folds(tmp_path, [1, 5, 3])
 
 
 def test_timeline_png(tmp_path):

@@ -599,5 +599,5 @@ def test_bad_folds_on_the_command_line_are_named(capsys, monkeypatch):
   monkeypatch.setattr(crossval, "fold_indices", lambda manual_dir: [0, 1, 2, 3])
   with pytest.raises(SystemExit):
     experiments.main(["6", "--dataset", "handwash", "--folds", "2,7", "--report-only"])
-  assert "--folds: [7] not among the data set's folds [0, 1, 2, 3]" in \
+  assert "--folds: folds [7] are not among the data set's folds [0, 1, 2, 3]" in \
       capsys.readouterr().err
