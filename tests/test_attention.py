@@ -19,8 +19,8 @@ def _inputs(seed=0, b=2, t=11, h=3, d=5):
 def _naive_linear(q, k, v, mask):
   """Eq. 4, frame by frame: sum_j phi(q_i).phi(k_j) v_j / sum_j phi(q_i).phi(k_j)."""
   phi = lambda x: np.where(x > 0, x, np.expm1(x)) + 1.0
-  out = np.zeros_like(q)
   b, t, h, _ = q.shape
+  out = np.zeros((b, t, h, v.shape[-1]), np.float32)
   for bi in range(b):
     valid = [j for j in range(t) if mask[bi, j]]
     for i in valid:
@@ -49,6 +49,21 @@ def test_linear_attention_equals_naive_eq4(seed):
   q, k, v, mask = _inputs(seed)
   got = attention.linear_attention(q, k, v, mask, eps=0.0)
   np.testing.assert_allclose(got, _naive_linear(q, k, v, mask), rtol=1e-4, atol=1e-5)
+
+
+def test_linear_attention_keeps_heads_apart_with_value_width_unlike_key_width():
+  """Values of another width than the keys (e = 2, d = 5), and one head's values made
+  huge: the other heads' outputs must not move (the all-heads products keep each
+  head's block and nothing across heads)."""
+  q, k, _, mask = _inputs(4)
+  v = np.random.default_rng(5).normal(size=q.shape[:3] + (2,)).astype(np.float32)
+  got = np.asarray(attention.linear_attention(q, k, v, mask, eps=0.0))
+  assert got.shape == v.shape
+  np.testing.assert_allclose(got, _naive_linear(q, k, v, mask), rtol=1e-4, atol=1e-5)
+  v_loud = v.copy()
+  v_loud[:, :, 1] *= 1e4
+  loud = np.asarray(attention.linear_attention(q, k, v_loud, mask, eps=0.0))
+  np.testing.assert_allclose(loud[:, :, [0, 2]], got[:, :, [0, 2]], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
