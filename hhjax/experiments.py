@@ -1191,8 +1191,9 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
   """Trains what is missing of one table and writes `<out>/table<k>_<budget>.{md,json}`.
 
   `rows_wanted` (substrings of row names) limits training to those rows; the others
-  are tabulated only if already finished. `base` = (config, "split" | "folds")
-  replaces the data set's base config (tests). `settings` ((field, value) pairs,
+  are tabulated only if already finished. `base` = (config, "split" | "folds"), the
+  data set's base config when the caller has it already (`base_config`; it is only
+  read). `settings` ((field, value) pairs,
   `--set`) change every row; the table's files and runs are then named
   `<budget>+<settings>` (`variant_name`)."""
   if table not in TABLES:
@@ -1326,8 +1327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   with cli.user_errors():
     for table in tables:
       run_table(table, args.dataset, range(args.seeds), args.budget,
-                pathlib.Path(args.out), args.data_dir, folds, rows_wanted=rows_wanted,
-                settings=settings)
+                pathlib.Path(args.out), args.data_dir, folds, base=(base, kind),
+                rows_wanted=rows_wanted, settings=settings)
   return 0
 
 

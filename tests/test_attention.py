@@ -53,8 +53,8 @@ def test_linear_attention_equals_naive_eq4(seed):
 
 def test_linear_attention_keeps_heads_apart_with_value_width_unlike_key_width():
   """Values of another width than the keys (e = 2, d = 5), and one head's values made
-  huge: the other heads' outputs must not move (the all-heads products keep each
-  head's block and nothing across heads)."""
+  huge: the other heads' outputs must not move (nothing crosses from one head to
+  another)."""
   q, k, _, mask = _inputs(4)
   v = np.random.default_rng(5).normal(size=q.shape[:3] + (2,)).astype(np.float32)
   got = np.asarray(attention.linear_attention(q, k, v, mask, eps=0.0))
