@@ -595,14 +595,15 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
   are finished, named in its `seeds`; NotRun is raised when none is."""
   row = effective(base, row)
   done_seeds, per_seed, per_seed_whole, per_seed_person = [], [], [], []
-  seconds = 0.0
+  seconds, unfinished = 0.0, []
   for seed in seeds:
     try:
       metrics, whole, persons, s = _run_seed(base, kind, row, seed, budget, root, folds,
                                              log, may_train)
-    except NotRun:
+    except NotRun as e:
       if may_train:
         raise
+      unfinished.append(str(e))
       continue
     done_seeds.append(seed)
     per_seed.append(metrics)
@@ -612,7 +613,8 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
       per_seed_person.append(persons)
     seconds += s
   if not done_seeds:
-    raise NotRun(f"{root / row.key}: no seed of {list(seeds)} finished")
+    raise NotRun(f"{root / row.key}: no seed of {list(seeds)} finished ("
+                 + "; ".join(unfinished) + ")")
   record = dict(name=row.name, key=row.key, overrides=[list(o) for o in row.overrides],
                 eval_overrides=[list(o) for o in row.eval_overrides],
                 seeds=done_seeds, per_seed=per_seed, mean_sd=mean_sd(per_seed),
@@ -643,14 +645,21 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
     from hhjax import crossval  # noqa: PLC0415
     available = crossval.fold_indices(config.dataset.manual_dir)
     bundles = set(layout_splits(config.dataset.manual_dir))
-    runs = []
+    runs, missing = [], []
     for fold in (folds if folds is not None else available):
       if may_train:
         log(f"  {row.name}: seed {seed}, fold {fold}")
       cfg = crossval.fold_config(config, len(available), fold)
-      m, s, _ = run_one(cfg, workdir / f"fold{fold}", log, may_train)
+      try:
+        m, s, _ = run_one(cfg, workdir / f"fold{fold}", log, may_train)
+      except NotRun:
+        missing.append(str(fold))
+        continue
       seconds += 0 if math.isnan(s) else s
       runs.append((fold, eval_config(cfg, row), m))
+    if missing:   # only without training: run_one trains every other fold
+      raise NotRun(f"seed {seed}: fold{'s' if len(missing) > 1 else ''} "
+                   f"{', '.join(missing)} not finished")
     # Evaluated again only once every fold of the seed is finished (an unfinished
     # fold raises NotRun above, and the seed is left out whole).
     fold_metrics, whole_metrics, whole_counts = [], [], []
@@ -673,7 +682,10 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
   else:
     if may_train:
       log(f"  {row.name}: seed {seed}")
-    metrics, s, _ = run_one(config, workdir, log, may_train)
+    try:
+      metrics, s, _ = run_one(config, workdir, log, may_train)
+    except NotRun:
+      raise NotRun(f"seed {seed} not finished") from None
     if row.eval_overrides:
       config = eval_config(config, row)
       metrics = evaluate_split(config, workdir, config.dataset.eval_split)

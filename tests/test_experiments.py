@@ -476,6 +476,37 @@ def test_rows_average_each_person_over_seeds_and_the_table_lists_them(monkeypatc
   assert "| A | 60.0 / 50.0 / 40.0 | 90.0 / 80.0 / 85.0 |" in md
 
 
+def test_a_row_left_out_names_the_seeds_and_folds_not_finished(tmp_path, monkeypatch):
+  """--report-only over folds some of which were never trained names them, per seed,
+  instead of only saying that no seed finished."""
+  manual = tmp_path / "manual"
+  (manual / "splits").mkdir(parents=True)
+  for k in range(4):
+    (manual / "splits" / f"fold{k}.bundle").write_text(f"p{k}_wash0\n")
+  base = _tiny(tmp_path)
+  base.dataset.manual_dir = str(manual)
+  finished = {("seed0", "fold0"), ("seed0", "fold3"), ("seed1", "fold0")}
+
+  def fake_run_one(config, workdir, log=print, may_train=True):
+    if (workdir.parent.name, workdir.name) not in finished:
+      raise experiments.NotRun(str(workdir))
+    return {"edit": 50.0}, 1.0, True
+
+  monkeypatch.setattr(experiments, "run_one", fake_run_one)
+  with pytest.raises(experiments.NotRun) as e:
+    experiments.run_row(base, "folds", experiments.Row("A", ()), [0, 1], "full",
+                        tmp_path / "out", folds=[0, 1, 2, 3], may_train=False)
+  assert str(e.value).endswith("no seed of [0, 1] finished (seed 0: folds 1, 2 not "
+                               "finished; seed 1: folds 1, 2, 3 not finished)")
+  # The folds that are finished make a record.
+  record = experiments.run_row(base, "folds", experiments.Row("A", ()), [0, 1], "full",
+                               tmp_path / "out", folds=[0, 3], may_train=False)
+  assert record["seeds"] == [0] and record["mean_sd"]["edit"][0] == 50.0
+  with pytest.raises(experiments.NotRun, match=r"\(seed 0 not finished\)"):
+    experiments.run_row(base, "split", experiments.Row("A", ()), [0], "full",
+                        tmp_path / "out", may_train=False)
+
+
 def test_fold_mean_skips_folds_without_a_metric_quietly():
   import warnings
   with warnings.catch_warnings():
