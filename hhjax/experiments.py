@@ -1073,9 +1073,21 @@ def _folds_text(meta: dict) -> str:
   return f", folds {', '.join(map(str, folds))} of {total}"
 
 
+def table_stem(table: str, variant: str, meta: dict) -> str:
+  """The table's file name without suffix: `table<k>_<variant>`, and `_folds<a>-<b>...`
+  after it when the table holds some of the data set's folds only, so that the tables
+  of several sets of folds live side by side in one `--out` (their runs already do)."""
+  folds, total = meta.get("folds"), meta.get("num_folds")
+  stem = f"table{table}_{variant}"
+  if folds and len(folds) != total:
+    stem += "_folds" + "-".join(map(str, folds))
+  return stem
+
+
 def _warn_replaced(path: pathlib.Path, meta: dict, log) -> None:
   """Says so when the table about to be written replaces one of other folds (its runs
-  stay: rerunning with those folds writes it again from them)."""
+  stay: rerunning with those folds writes it again from them). Tables of some folds
+  have names of their own (`table_stem`); this catches files written before that."""
   try:
     old = json.loads(path.read_text())["meta"]
   except (OSError, ValueError, KeyError):
@@ -1083,8 +1095,8 @@ def _warn_replaced(path: pathlib.Path, meta: dict, log) -> None:
   if old.get("folds") is not None and old.get("folds") != meta.get("folds"):
     log(f"  {path.name} held folds {old['folds']} and now holds folds {meta['folds']}; "
         f"the runs of both stay (--folds {','.join(map(str, old['folds']))} writes the "
-        "other table again, training nothing); give each set of folds its own --out "
-        "to keep both tables")
+        "other table again, training nothing, under a name of its own: tables of "
+        "some folds are now named after them, e.g. table6_full_folds1-2.md)")
 
 
 def _settings_suffix(meta: dict) -> str:
@@ -1242,16 +1254,18 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
     available = crossval.fold_indices(base.dataset.manual_dir)
     meta.update(folds=list(available if folds is None else folds),
                 num_folds=len(available))
-  _warn_replaced(out / f"table{table}_{variant}.json", meta, log)
+  stem = table_stem(table, variant, meta)
+  _warn_replaced(out / f"{stem}.json", meta, log)
   claims = [judge_claim(c, rows) for c in spec["claims"]]
   judge_whole_clip(spec["claims"], claims, rows, meta)
   out.mkdir(parents=True, exist_ok=True)
-  (out / f"table{table}_{variant}.json").write_text(json.dumps(
+  (out / f"{stem}.json").write_text(json.dumps(
       dict(meta=meta, title=spec["title"], rows=rows, claims=claims), indent=2))
   text = format_table(table, spec, rows, meta, claims)
-  (out / f"table{table}_{variant}.md").write_text(text)
-  plot_table(out / f"table{table}_{variant}.png", spec, rows, meta)
+  (out / f"{stem}.md").write_text(text)
+  plot_table(out / f"{stem}.png", spec, rows, meta)
   log(text)
+  log(f"table {table} written to {out / stem}.md (and .json, .png)")
   return dict(meta=meta, rows=rows, claims=claims)
 
 

@@ -505,6 +505,23 @@ def test_a_row_left_out_names_the_seeds_and_folds_not_finished(tmp_path, monkeyp
   with pytest.raises(experiments.NotRun, match=r"\(seed 0 not finished\)"):
     experiments.run_row(base, "split", experiments.Row("A", ()), [0], "full",
                         tmp_path / "out", may_train=False)
+  # The table of the finished folds is written under a name of its own and says where;
+  # the one over every fold leaves the rows out, naming the folds they lack.
+  said = []
+  monkeypatch.setattr(experiments, "REPORT_ONLY", True)
+  experiments.run_table("12", "tiny", [0], "full", tmp_path / "out", folds=[0, 3],
+                        base=(base, "folds"), log=said.append)
+  written = tmp_path / "out" / "table12_full_folds0-3"
+  assert json.loads(written.with_suffix(".json").read_text())["meta"]["folds"] == [0, 3]
+  assert written.with_suffix(".md").is_file() and written.with_suffix(".png").is_file()
+  assert f"table 12 written to {written}.md (and .json, .png)" in said
+  said.clear()
+  assert experiments.run_table("12", "tiny", [0], "full", tmp_path / "out",
+                               folds=[0, 1, 2, 3], base=(base, "folds"),
+                               log=said.append) == {}
+  assert any("(seed 0: folds 1, 2 not finished)); left out (--report-only)" in m
+             for m in said)
+  assert not (tmp_path / "out" / "table12_full.json").exists()
 
 
 def test_fold_mean_skips_folds_without_a_metric_quietly():
@@ -607,7 +624,14 @@ def test_a_table_of_some_folds_says_which_and_keeps_its_own_claims_column(tmp_pa
   assert matrix[0] == ("| Table | Claim | handwash, full, 3 seeds | handwash, folds 0, 3 "
                        "of 4, full, 3 seeds | handwash, folds 1, 2 of 4, full, 3 seeds |")
   assert matrix[2] == "| Table 6 | ours best | not shown | does not hold | holds |"
-  # Writing a table over one of other folds says so, and how to write it again.
+  # A table of some folds has a name of its own, so tables of several sets of folds
+  # and the all-folds one live side by side in one --out.
+  assert experiments.table_stem("6", "full", f12["meta"]) == "table6_full_folds1-2"
+  assert experiments.table_stem("6", "quick", f03["meta"]) == "table6_quick_folds0-3"
+  assert experiments.table_stem("6", "full", every["meta"]) == "table6_full"
+  assert experiments.table_stem("6", "full", dict(kind="split")) == "table6_full"
+  # Writing over a table of other folds (a file from before these names) says so, and
+  # how to write it again.
   path = tmp_path / "table6_full.json"
   path.write_text(json.dumps(f12))
   said = []
