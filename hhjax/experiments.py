@@ -530,7 +530,33 @@ def _with_segment_ratio(result: dict, predictions: pathlib.Path) -> dict:
 
 
 class NotRun(Exception):
-  """A row is not finished and training was switched off (`--report-only`)."""
+  """A row is not finished and training was switched off (`--report-only`).
+
+  `missing`: the folds of the seed that are not finished (None for a data set with a
+  train/test split), `all_missing`: True when none of its runs is finished."""
+
+  def __init__(self, message: str, missing: tuple[int, ...] | None = None,
+               all_missing: bool = True):
+    super().__init__(message)
+    self.missing, self.all_missing = missing, all_missing
+
+
+def _unfinished_text(reasons: dict[int, NotRun]) -> str:
+  """What `run_row` says of the seeds it could not read back: "nothing run yet", or
+  the folds each seed lacks, seeds that lack the same folds named together."""
+  if all(e.all_missing for e in reasons.values()):
+    return "nothing run yet"
+  by_folds: dict[tuple[int, ...] | None, list[int]] = {}
+  for seed, e in reasons.items():
+    by_folds.setdefault(e.missing, []).append(seed)
+  parts = []
+  for missing, seeds in by_folds.items():
+    who = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    what = ("not finished" if missing is None else
+            f"fold{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} "
+            "not finished")
+    parts.append(f"{who}: {what}")
+  return "; ".join(parts)
 
 
 class StaleRun(ValueError):
@@ -595,7 +621,7 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
   are finished, named in its `seeds`; NotRun is raised when none is."""
   row = effective(base, row)
   done_seeds, per_seed, per_seed_whole, per_seed_person = [], [], [], []
-  seconds, unfinished = 0.0, []
+  seconds, unfinished = 0.0, {}
   for seed in seeds:
     try:
       metrics, whole, persons, s = _run_seed(base, kind, row, seed, budget, root, folds,
@@ -603,7 +629,7 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
     except NotRun as e:
       if may_train:
         raise
-      unfinished.append(str(e))
+      unfinished[seed] = e
       continue
     done_seeds.append(seed)
     per_seed.append(metrics)
@@ -613,8 +639,8 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
       per_seed_person.append(persons)
     seconds += s
   if not done_seeds:
-    raise NotRun(f"{root / row.key}: no seed of {list(seeds)} finished ("
-                 + "; ".join(unfinished) + ")")
+    raise NotRun(f"{root / row.key}: no seed of {list(seeds)} finished "
+                 f"({_unfinished_text(unfinished)})")
   record = dict(name=row.name, key=row.key, overrides=[list(o) for o in row.overrides],
                 eval_overrides=[list(o) for o in row.eval_overrides],
                 seeds=done_seeds, per_seed=per_seed, mean_sd=mean_sd(per_seed),
@@ -646,20 +672,21 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
     available = crossval.fold_indices(config.dataset.manual_dir)
     bundles = set(layout_splits(config.dataset.manual_dir))
     runs, missing = [], []
-    for fold in (folds if folds is not None else available):
+    wanted = folds if folds is not None else available
+    for fold in wanted:
       if may_train:
         log(f"  {row.name}: seed {seed}, fold {fold}")
       cfg = crossval.fold_config(config, len(available), fold)
       try:
         m, s, _ = run_one(cfg, workdir / f"fold{fold}", log, may_train)
       except NotRun:
-        missing.append(str(fold))
+        missing.append(fold)
         continue
       seconds += 0 if math.isnan(s) else s
       runs.append((fold, eval_config(cfg, row), m))
     if missing:   # only without training: run_one trains every other fold
-      raise NotRun(f"seed {seed}: fold{'s' if len(missing) > 1 else ''} "
-                   f"{', '.join(missing)} not finished")
+      raise NotRun(f"seed {seed}: folds {missing} not finished", tuple(missing),
+                   all_missing=len(missing) == len(wanted))
     # Evaluated again only once every fold of the seed is finished (an unfinished
     # fold raises NotRun above, and the seed is left out whole).
     fold_metrics, whole_metrics, whole_counts = [], [], []

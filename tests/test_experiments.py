@@ -498,11 +498,20 @@ def test_a_row_left_out_names_the_seeds_and_folds_not_finished(tmp_path, monkeyp
                         tmp_path / "out", folds=[0, 1, 2, 3], may_train=False)
   assert str(e.value).endswith("no seed of [0, 1] finished (seed 0: folds 1, 2 not "
                                "finished; seed 1: folds 1, 2, 3 not finished)")
+  with pytest.raises(experiments.NotRun) as e:
+    experiments.run_row(base, "folds", experiments.Row("A", ()), [0, 1, 2], "full",
+                        tmp_path / "out", folds=[1, 2], may_train=False)
+  assert str(e.value).endswith("no seed of [0, 1, 2] finished (nothing run yet)")
+  with pytest.raises(experiments.NotRun) as e:
+    experiments.run_row(base, "folds", experiments.Row("A", ()), [0, 1, 2], "full",
+                        tmp_path / "out", folds=[0, 1], may_train=False)
+  assert str(e.value).endswith("(seeds 0, 1: fold 1 not finished; seed 2: folds 0, 1 "
+                               "not finished)")
   # The folds that are finished make a record.
   record = experiments.run_row(base, "folds", experiments.Row("A", ()), [0, 1], "full",
                                tmp_path / "out", folds=[0, 3], may_train=False)
   assert record["seeds"] == [0] and record["mean_sd"]["edit"][0] == 50.0
-  with pytest.raises(experiments.NotRun, match=r"\(seed 0 not finished\)"):
+  with pytest.raises(experiments.NotRun, match=r"\(nothing run yet\)"):
     experiments.run_row(base, "split", experiments.Row("A", ()), [0], "full",
                         tmp_path / "out", may_train=False)
   # The table of the finished folds is written under a name of its own and says where;
