@@ -612,9 +612,56 @@ def effective(base, row: Row) -> Row:
   return dataclasses.replace(row, overrides=tuple(changed))
 
 
+class Progress:
+  """The training runs a table has still to make. As each starts, `note` says which
+  one it is and about how long the rest will take (the mean time of the runs made so
+  far, so rows of slower networks later on make it an underestimate)."""
+
+  def __init__(self, pending: Sequence[pathlib.Path]):
+    self.pending = {str(p) for p in pending}
+    self.total = len(self.pending)
+    self.times: list[float] = []
+
+  def note(self, workdir: pathlib.Path) -> str:
+    """" (run k of N; ...)" for a run about to be trained, "" for one read back."""
+    if str(workdir) not in self.pending:
+      return ""
+    k = len(self.times) + 1
+    text = f" (run {k} of {self.total}"
+    if self.times:
+      mean = sum(self.times) / len(self.times)
+      text += (f"; {len(self.times)} made in {sum(self.times) / 60:.0f} min, about "
+               f"{mean * (self.total - k + 1) / 60:.0f} min left")
+    return text + ")"
+
+  def finished(self, workdir: pathlib.Path, seconds: float, reused: bool) -> None:
+    if not reused and str(workdir) in self.pending:
+      self.pending.discard(str(workdir))
+      self.times.append(seconds)
+
+
+def pending_runs(base, kind: str, rows: Sequence[Row], seeds: Sequence[int],
+                 root: pathlib.Path, folds: Sequence[int] | None) -> list[pathlib.Path]:
+  """The run folders of `rows` x `seeds` (x folds) with no finished result yet, each
+  once (rows equal in effect share their runs)."""
+  if kind == "folds":
+    from hhjax import crossval  # noqa: PLC0415
+    folds = folds if folds is not None else crossval.fold_indices(
+        base.dataset.manual_dir)
+  pending = {}
+  for row in rows:
+    for seed in seeds:
+      workdir = root / effective(base, row).key / f"seed{seed}"
+      for run in ([workdir / f"fold{f}" for f in folds] if kind == "folds"
+                  else [workdir]):
+        if _read_results(run) is None:
+          pending[str(run)] = run
+  return list(pending.values())
+
+
 def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
             root: pathlib.Path, folds: Sequence[int] | None = None, log=print,
-            may_train: bool = True) -> dict:
+            may_train: bool = True, progress: Progress | None = None) -> dict:
   """Trains (or reads back) every seed (and fold) of a row; returns its record.
 
   With `may_train` False the record holds the seeds whose runs (every fold of them)
@@ -625,7 +672,7 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
   for seed in seeds:
     try:
       metrics, whole, persons, s = _run_seed(base, kind, row, seed, budget, root, folds,
-                                             log, may_train)
+                                             log, may_train, progress)
     except NotRun as e:
       if may_train:
         raise
@@ -658,7 +705,8 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
 
 
 def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.Path,
-              folds: Sequence[int] | None, log, may_train: bool
+              folds: Sequence[int] | None, log, may_train: bool,
+              progress: Progress | None = None
               ) -> tuple[dict, dict | None, dict, float]:
   """(metrics, whole-clip metrics or None, per-person metrics, training seconds) of
   one seed of a row, the metrics averaged over the folds where the data set has them;
@@ -674,14 +722,18 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
     runs, missing = [], []
     wanted = folds if folds is not None else available
     for fold in wanted:
+      run = workdir / f"fold{fold}"
       if may_train:
-        log(f"  {row.name}: seed {seed}, fold {fold}")
+        log(f"  {row.name}: seed {seed}, fold {fold}"
+            + (progress.note(run) if progress else ""))
       cfg = crossval.fold_config(config, len(available), fold)
       try:
-        m, s, _ = run_one(cfg, workdir / f"fold{fold}", log, may_train)
+        m, s, reused = run_one(cfg, run, log, may_train)
       except NotRun:
         missing.append(fold)
         continue
+      if progress:
+        progress.finished(run, s, reused)
       seconds += 0 if math.isnan(s) else s
       runs.append((fold, eval_config(cfg, row), m))
     if missing:   # only without training: run_one trains every other fold
@@ -708,11 +760,13 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
       whole = dict(_fold_mean(whole_metrics), **{WHOLE_VIDEOS: min(whole_counts)})
   else:
     if may_train:
-      log(f"  {row.name}: seed {seed}")
+      log(f"  {row.name}: seed {seed}" + (progress.note(workdir) if progress else ""))
     try:
-      metrics, s, _ = run_one(config, workdir, log, may_train)
+      metrics, s, reused = run_one(config, workdir, log, may_train)
     except NotRun:
       raise NotRun(f"seed {seed} not finished") from None
+    if progress:
+      progress.finished(workdir, s, reused)
     if row.eval_overrides:
       config = eval_config(config, row)
       metrics = evaluate_split(config, workdir, config.dataset.eval_split)
@@ -1261,11 +1315,19 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
   log(f"table {table}: {spec['title']}"
       + (f" (with {_settings_text(settings)})" if settings else ""))
   chosen = select_rows(spec["rows"], rows_wanted)
+  progress = None
+  if not REPORT_ONLY:
+    progress = Progress(pending_runs(base, kind, [r for r in spec["rows"]
+                                                  if r.name in chosen],
+                                     seeds, root, folds))
+    if progress.total:
+      log(f"  {progress.total} training run(s) to make")
   rows = []
   for row in spec["rows"]:
     may_train = not REPORT_ONLY and row.name in chosen
     try:
-      rows.append(run_row(base, kind, row, seeds, budget, root, folds, log, may_train))
+      rows.append(run_row(base, kind, row, seeds, budget, root, folds, log, may_train,
+                          progress))
       if rows[-1]["seeds"] != list(seeds):
         log(f"  {row.name}: listed with seed(s) {rows[-1]['seeds']} only, the others "
             "not finished")

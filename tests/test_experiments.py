@@ -123,6 +123,42 @@ def test_rows_left_out_of_rows_are_listed_with_their_finished_seeds(tmp_path,
   assert any("segment + MLP: not finished" in m for m in messages)
 
 
+def test_a_table_counts_its_runs_and_says_how_long_the_rest_will_take(tmp_path,
+                                                                      monkeypatch):
+  """Each run that trains is numbered out of the runs the table still has to make,
+  with the time left estimated from the runs made so far; runs read back, and a row's
+  twin in another table, are not counted."""
+  finished = set()
+
+  def fake_run_one(config, workdir, log=print, may_train=True):
+    reused = str(workdir) in finished
+    finished.add(str(workdir))
+    return {"spearman": 0.5}, 120.0, reused
+
+  monkeypatch.setattr(experiments, "run_one", fake_run_one)
+  monkeypatch.setattr(experiments, "_read_results",
+                      lambda workdir: {"spearman": 0.5} if str(workdir) in finished
+                      else None)
+  base = (_tiny(tmp_path), "split")
+  out = tmp_path / "out"
+  said = []
+  experiments.run_table("12", "tiny", [0, 1], "full", out, base=base, log=said.append)
+  runs = [m for m in said if ": seed " in m]
+  assert "4 training run(s) to make" in said[1]
+  assert runs[0].endswith(": seed 0 (run 1 of 4)")
+  assert runs[1].endswith(": seed 1 (run 2 of 4; 1 made in 2 min, about 6 min left)")
+  assert runs[3].endswith(": seed 1 (run 4 of 4; 3 made in 6 min, about 2 min left)")
+  # Table XIII shares its KAS row with Table XII: only the fixed sigmoid's two runs.
+  said.clear()
+  experiments.run_table("13", "tiny", [0, 1], "full", out, base=base, log=said.append)
+  runs = [m for m in said if ": seed " in m]
+  assert "2 training run(s) to make" in said[1]
+  assert [m.endswith(")") for m in runs].count(True) == 2
+  assert any(m.endswith("(run 2 of 2; 1 made in 2 min, about 2 min left)") for m in runs)
+  progress = experiments.Progress([])
+  assert progress.note(out) == "" and progress.total == 0
+
+
 def test_evaluation_only_rows_share_the_training_run(tmp_path, monkeypatch):
   """A row with eval_overrides (short runs merged) re-evaluates its twin's run into
   files of its own; the twin's figures and files are untouched."""
