@@ -1,6 +1,7 @@
 r"""The paper's comparisons in one command: every row of Li et al.'s Tables VI-XIII.
 
   python -m hhjax.experiments 6 --dataset synthetic --seeds 3 --budget quick --out runs/tables
+  python -m hhjax.experiments 7 --dataset /data/ms-tcn/gtea --budget full --out runs/table7
   python -m hhjax.experiments all --dataset handwash --seeds 3 --out runs/tables_real
   python -m hhjax.experiments 12 --dataset /path/to/manual_dir --budget full
   python -m hhjax.experiments 6 --dataset handwash --budget full --rows "Ours,BCN"
@@ -8,16 +9,18 @@ r"""The paper's comparisons in one command: every row of Li et al.'s Tables VI-X
       --set num_train_steps=1800 --set eval_every_steps=1800
   python -m hhjax.experiments claims runs/tables/table6_quick.json runs/tables_real
 
-TABLE is `6`, `8`, `9`, `10`, `11`, `12`, `13`, `joint` (what "joint" training means:
+TABLE is `6`, `7`, `8`, `9`, `10`, `11`, `12`, `13`, `joint` (what "joint" training means:
 ground-truth against predicted segments, input against stage features), `merge` (every
 segmentation network of Table VI evaluated again with short runs merged), `online`,
-`assess` or `all`
-(Table VII, on the public action-segmentation datasets, has its own configs: see
-docs/DATASETS.md). Each row is a config of the shared trainer
+`assess` or `all`. Table VII runs on a data set folder of the MS-TCN release (GTEA,
+50Salads or Breakfast, recognised by the folder's name; `configs/mstcn_<name>.py`,
+docs/DATASETS.md): every segmentation network, cross-validated over the release's
+splits, beside the paper's figures for that data set. Each row is a config of the shared trainer
 (`hhjax.training.loop.train_and_evaluate`): a segmentation network by name
 (`config.model.segmenter`), an assessment head and the ablation switches, on top of the
 data set's base config. For every row and seed it trains, in
-`<out>/runs/<dataset>/<budget>/<row key>/seed<k>/` (folds below that for `handwash`),
+`<out>/runs/<dataset>/<budget>/<row key>/seed<k>/` (`fold<f>/` below that for
+`handwash`, `split<k>/` for the MS-TCN data sets),
 and evaluates on people not trained on:
 
 * a row already finished (its `eval_results.json` exists) is read back, not retrained,
@@ -46,7 +49,8 @@ by such margins is "not shown" (`judge_claim`). Whole-clip washes too few to ran
 Data sets: `synthetic` (the built-in synthetic HHA300, `configs/hha300_synthetic.py`),
 `handwash` (real washes composed from the clips in ../shared/realdata, leave-people-out
 folds; `configs/handwash_real.py`, the layout written by `hhjax.data.compose`, see
-docs/HANDWASH.md), or a manual directory in the HHA300 layout (train / test bundles).
+docs/HANDWASH.md), a manual directory in the HHA300 layout (train / test bundles), or
+a data set folder of the MS-TCN release (Table VII only).
 
 Budgets: `quick` (a few hundred steps: a table in about 15 minutes on 2 CPU cores for
 one seed on the synthetic set) and `full` (the base config's own length).
@@ -176,6 +180,15 @@ SEGMENTATION_ROWS = (("MS-TCN + MLP", _seg_mlp("mstcn")),
                      ("ASFormer + MLP", _seg_mlp("asformer")),
                      ("Ours (conv-transformer + KAS)", OURS))
 
+def _seg(segmenter: str) -> tuple[tuple[str, Any], ...]:
+  return (("model.segmenter", segmenter),)
+
+
+# Table VII's data sets, by the names of their folders in the MS-TCN release (and of
+# their `action_segmentation` builder configs and `configs/mstcn_<name>.py`).
+MSTCN_DATASETS = ("gtea", "50salads", "breakfast")
+OURS_VII = "Ours (conv-transformer)"
+
 TABLES: dict[str, dict] = {
     "6": dict(
         title="Table VI: segmentation and assessment against other methods",
@@ -209,6 +222,42 @@ TABLES: dict[str, dict] = {
             ("spearman", "LSTM (video level)", "Avg-MLP (video level)",
              "the LSTM beats average pooling + MLP (Spearman)"),
         ]),
+    "7": dict(
+        title="Table VII: step segmentation on public data sets (MS-TCN's protocol)",
+        kind="splits",
+        paper_source="Li et al., Table VII (the MS-TCN release's I3D features, mean "
+                     "over its splits)",
+        rows=[Row("MS-TCN", _seg("mstcn")), Row("MS-TCN++", _seg("mstcn_pp")),
+              Row("ASRF", _seg("asrf")), Row("BCN", _seg("bcn")),
+              Row("ASFormer", _seg("asformer")),
+              Row(OURS_VII, _seg("conv_transformer"))],
+        # Acc, Edit, F1@{10,25,50}. ASFormer is not in Li et al.'s table.
+        paper_by_dataset={
+            "50salads": {"MS-TCN": _paper(80.7, 67.9, 76.3, 74.0, 64.5),
+                         "MS-TCN++": _paper(83.7, 74.3, 80.7, 78.5, 70.1),
+                         "ASRF": _paper(84.5, 79.3, 84.9, 83.5, 77.3),
+                         "BCN": _paper(84.4, 74.3, 82.3, 81.3, 74.0),
+                         OURS_VII: _paper(85.2, 76.5, 83.7, 82.6, 76.3)},
+            "gtea": {"MS-TCN": _paper(76.3, 79.0, 85.8, 83.4, 69.8),
+                     "MS-TCN++": _paper(80.1, 83.5, 88.8, 85.7, 76.0),
+                     "ASRF": _paper(77.3, 83.7, 89.4, 87.8, 79.8),
+                     "BCN": _paper(79.8, 84.4, 88.5, 87.1, 77.3),
+                     OURS_VII: _paper(81.3, 84.7, 89.0, 88.2, 78.0)},
+            "breakfast": {"MS-TCN": _paper(66.3, 61.7, 52.6, 48.1, 37.9),
+                          "MS-TCN++": _paper(67.6, 65.6, 64.1, 58.6, 45.9),
+                          "ASRF": _paper(67.6, 72.4, 74.3, 68.9, 56.1),
+                          "BCN": _paper(70.4, 66.2, 68.7, 65.5, 55.0),
+                          OURS_VII: _paper(71.5, 67.7, 69.9, 67.1, 57.0)}},
+        claims=[("acc", OURS_VII, "MS-TCN|MS-TCN++|ASRF|BCN",
+                 "the joint model's network has the best frame accuracy"),
+                ("edit", OURS_VII, "BCN", "it beats BCN in edit"),
+                ("f1@50", OURS_VII, "BCN", "it beats BCN in F1@50"),
+                ("edit", "ASRF", OURS_VII,
+                 "ASRF's boundary refinement segments better (edit), as the paper "
+                 "concedes"),
+                ("f1@50", "ASRF", OURS_VII,
+                 "ASRF's boundary refinement segments better (F1@50), as the paper "
+                 "concedes")]),
     "8": dict(
         title="Table VIII: with and without optical flow",
         needs_flow=True,
@@ -351,7 +400,7 @@ TABLES: dict[str, dict] = {
              "the joint model ranks videos best (ranking accuracy)"),
         ]),
 }
-TABLE_ORDER = ("6", "8", "9", "10", "11", "12", "13", "joint", "merge", "online",
+TABLE_ORDER = ("6", "7", "8", "9", "10", "11", "12", "13", "joint", "merge", "online",
                "assess")
 
 BUDGETS = {
@@ -372,7 +421,11 @@ def load_config_file(path: str | pathlib.Path):
 
 
 def base_config(dataset: str, data_dir: str | None = None):
-  """(config, kind) for a data set name or a manual directory."""
+  """(config, kind) for a data set name or a manual directory.
+
+  kind: "split" (one train/test split), "folds" (`handwash`'s leave-people-out folds)
+  or "splits" (a data set of the MS-TCN release: GTEA, 50Salads or Breakfast, by its
+  folder's name, with its cross-validation splits; Table VII)."""
   if dataset == "synthetic":
     config, kind = load_config_file(REPO / "configs" / "hha300_synthetic.py"), "split"
   elif dataset == "handwash":
@@ -382,7 +435,10 @@ def base_config(dataset: str, data_dir: str | None = None):
     if not folder.is_dir():
       raise ValueError(f"--dataset {dataset!r} is neither 'synthetic', 'handwash' nor a "
                        "manual directory")
-    config, kind = load_config_file(REPO / "configs" / "hha300.py"), "split"
+    if is_mstcn_release_folder(folder):
+      config, kind = mstcn_base_config(folder), "splits"
+    else:
+      config, kind = load_config_file(REPO / "configs" / "hha300.py"), "split"
     config.dataset.manual_dir = str(folder.resolve())
     config.dataset.data_dir = str(folder.resolve() / "tfds")
   config.report_baselines = False
@@ -390,6 +446,26 @@ def base_config(dataset: str, data_dir: str | None = None):
   if data_dir:
     config.dataset.data_dir = data_dir
   return config, kind
+
+
+def is_mstcn_release_folder(folder: pathlib.Path) -> bool:
+  """Whether a manual directory is in the MS-TCN release's layout (cross-validation
+  bundles `train.split<k>` / `test.split<k>`, no scores) rather than HHA300's."""
+  splits = folder / "splits"
+  return (not (folder / "scores.csv").exists() and splits.is_dir()
+          and any(splits.glob("train.split*.bundle")))
+
+
+def mstcn_base_config(folder: pathlib.Path):
+  """`configs/mstcn_<name>.py` for a data set folder of the MS-TCN release, chosen by
+  the folder's name (gtea, 50salads, breakfast, as in the release)."""
+  name = folder.resolve().name.lower()
+  if name not in MSTCN_DATASETS:
+    raise ValueError(
+        f"--dataset {str(folder)!r} is in the MS-TCN layout (train.split<k> bundles) "
+        f"but its name is not one of {', '.join(MSTCN_DATASETS)}: Table VII knows "
+        "those three by the names of their folders in the MS-TCN release")
+  return load_config_file(REPO / "configs" / f"mstcn_{name}.py")
 
 
 def _get(config, dotted: str):
@@ -536,9 +612,9 @@ class NotRun(Exception):
   train/test split), `all_missing`: True when none of its runs is finished."""
 
   def __init__(self, message: str, missing: tuple[int, ...] | None = None,
-               all_missing: bool = True):
+               all_missing: bool = True, word: str = "fold"):
     super().__init__(message)
-    self.missing, self.all_missing = missing, all_missing
+    self.missing, self.all_missing, self.word = missing, all_missing, word
 
 
 def _unfinished_text(reasons: dict[int, NotRun]) -> str:
@@ -552,8 +628,9 @@ def _unfinished_text(reasons: dict[int, NotRun]) -> str:
   parts = []
   for missing, seeds in by_folds.items():
     who = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    word = reasons[seeds[0]].word
     what = ("not finished" if missing is None else
-            f"fold{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} "
+            f"{word}{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} "
             "not finished")
     parts.append(f"{who}: {what}")
   return "; ".join(parts)
@@ -640,20 +717,51 @@ class Progress:
       self.times.append(seconds)
 
 
-def pending_runs(base, kind: str, rows: Sequence[Row], seeds: Sequence[int],
-                 root: pathlib.Path, folds: Sequence[int] | None) -> list[pathlib.Path]:
-  """The run folders of `rows` x `seeds` (x folds) with no finished result yet, each
-  once (rows equal in effect share their runs)."""
+# What one of the several runs of a seed is called, for the data set kinds that have
+# them: the leave-people-out folds of `handwash` (numbered from 0, each trained on the
+# other folds) and the cross-validation splits of the MS-TCN release (numbered from 1,
+# `train.split<k>` / `test.split<k>`).
+PART_WORD = {"folds": "fold", "splits": "split"}
+
+
+def available_parts(config, kind: str) -> list[int]:
+  """Every fold (or split) number of the data set; [] for one with a train/test split."""
   if kind == "folds":
     from hhjax import crossval  # noqa: PLC0415
-    folds = folds if folds is not None else crossval.fold_indices(
-        base.dataset.manual_dir)
+    return crossval.fold_indices(config.dataset.manual_dir)
+  if kind == "splits":
+    from hhjax.data import hha300  # noqa: PLC0415
+    pairs = hha300.cv_splits(config.dataset.config, config.dataset.manual_dir)
+    return list(range(1, len(pairs) + 1))
+  return []
+
+
+def part_config(config, kind: str, part: int, available: Sequence[int]):
+  """The config of fold (or split) `part`: trained on the other folds and tested on
+  it, or trained on `train_split<k>` and tested on `test_split<k>`."""
+  if kind == "folds":
+    from hhjax import crossval  # noqa: PLC0415
+    return crossval.fold_config(config, len(available), part)
+  from hhjax.data import hha300  # noqa: PLC0415
+  train, test = hha300.cv_splits(config.dataset.config,
+                                 config.dataset.manual_dir)[part - 1]
+  config = copy.deepcopy(config)
+  config.dataset.train_split, config.dataset.eval_split = train, test
+  return config
+
+
+def pending_runs(base, kind: str, rows: Sequence[Row], seeds: Sequence[int],
+                 root: pathlib.Path, folds: Sequence[int] | None) -> list[pathlib.Path]:
+  """The run folders of `rows` x `seeds` (x folds or splits) with no finished result
+  yet, each once (rows equal in effect share their runs)."""
+  if kind in PART_WORD:
+    folds = folds if folds is not None else available_parts(base, kind)
   pending = {}
   for row in rows:
     for seed in seeds:
       workdir = root / effective(base, row).key / f"seed{seed}"
-      for run in ([workdir / f"fold{f}" for f in folds] if kind == "folds"
-                  else [workdir]):
+      for run in ([workdir / f"{PART_WORD[kind]}{f}" for f in folds]
+                  if kind in PART_WORD else [workdir]):
         if _read_results(run) is None:
           pending[str(run)] = run
   return list(pending.values())
@@ -715,18 +823,18 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
   config = row_config(base, row, seed, budget)
   workdir = root / row.key / f"seed{seed}"
   seconds, whole, persons = 0.0, None, {}
-  if kind == "folds":
-    from hhjax import crossval  # noqa: PLC0415
-    available = crossval.fold_indices(config.dataset.manual_dir)
-    bundles = set(layout_splits(config.dataset.manual_dir))
+  if kind in PART_WORD:
+    word = PART_WORD[kind]
+    available = available_parts(config, kind)
+    bundles = set(layout_splits(config.dataset.manual_dir)) if kind == "folds" else set()
     runs, missing = [], []
     wanted = folds if folds is not None else available
     for fold in wanted:
-      run = workdir / f"fold{fold}"
+      run = workdir / f"{word}{fold}"
       if may_train:
-        log(f"  {row.name}: seed {seed}, fold {fold}"
+        log(f"  {row.name}: seed {seed}, {word} {fold}"
             + (progress.note(run) if progress else ""))
-      cfg = crossval.fold_config(config, len(available), fold)
+      cfg = part_config(config, kind, fold, available)
       try:
         m, s, reused = run_one(cfg, run, log, may_train)
       except NotRun:
@@ -737,18 +845,19 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
       seconds += 0 if math.isnan(s) else s
       runs.append((fold, eval_config(cfg, row), m))
     if missing:   # only without training: run_one trains every other fold
-      raise NotRun(f"seed {seed}: folds {missing} not finished", tuple(missing),
-                   all_missing=len(missing) == len(wanted))
+      raise NotRun(f"seed {seed}: {word}s {missing} not finished", tuple(missing),
+                   all_missing=len(missing) == len(wanted), word=word)
     # Evaluated again only once every fold of the seed is finished (an unfinished
     # fold raises NotRun above, and the seed is left out whole).
     fold_metrics, whole_metrics, whole_counts = [], [], []
     for fold, cfg, m in runs:
-      predictions = workdir / f"fold{fold}" / PREDICTIONS_FILE
+      predictions = workdir / f"{word}{fold}" / PREDICTIONS_FILE
       if row.eval_overrides:
-        m, predictions = evaluate_split(cfg, workdir / f"fold{fold}",
+        m, predictions = evaluate_split(cfg, workdir / f"{word}{fold}",
                                         cfg.dataset.eval_split, with_predictions=True)
       fold_metrics.append(m)
-      persons.update(per_person(predictions))
+      if kind == "folds":   # videos named <person>_wash<k>
+        persons.update(per_person(predictions))
       if f"{WHOLE}{fold}" in bundles:
         whole_metrics.append(evaluate_split(cfg, workdir / f"fold{fold}",
                                             f"{WHOLE}{fold}"))
@@ -995,7 +1104,8 @@ def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
            f"Data: {meta['dataset']}{_folds_text(meta)}; "
            f"{len(meta['seeds'])} seed(s) {meta['seeds']}; "
            f"budget {meta['budget']}{_settings_suffix(meta)}; mean ± sd over seeds"
-           + (" (each seed: mean over the folds)" if meta["kind"] == "folds" else "")
+           + (f" (each seed: mean over the {_part_word(meta)}s)"
+              if meta["kind"] in PART_WORD else "")
            + ". Paper: " + spec.get("paper_source", "Li et al., HHA300 (I3D RGB + flow)")
            + ".", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -1151,17 +1261,24 @@ def _folds_text(meta: dict) -> str:
   folds, total = meta.get("folds"), meta.get("num_folds")
   if not folds or len(folds) == total:
     return ""
-  return f", folds {', '.join(map(str, folds))} of {total}"
+  return f", {_part_word(meta)}s {', '.join(map(str, folds))} of {total}"
+
+
+def _part_word(meta: dict) -> str:
+  return PART_WORD.get(meta.get("kind"), "fold")
 
 
 def table_stem(table: str, variant: str, meta: dict) -> str:
-  """The table's file name without suffix: `table<k>_<variant>`, and `_folds<a>-<b>...`
-  after it when the table holds some of the data set's folds only, so that the tables
-  of several sets of folds live side by side in one `--out` (their runs already do)."""
+  """The table's file name without suffix: `table<k>_<variant>`, then the data set's
+  name for Table VII (`table7_full_gtea`), and `_folds<a>-<b>...` (`_splits...`) when
+  the table holds some of the data set's folds (splits) only, so that the tables of
+  several sets of folds live side by side in one `--out` (their runs already do)."""
   folds, total = meta.get("folds"), meta.get("num_folds")
   stem = f"table{table}_{variant}"
+  if meta.get("dataset_name"):   # Table VII: one table per data set
+    stem += f"_{meta['dataset_name']}"
   if folds and len(folds) != total:
-    stem += "_folds" + "-".join(map(str, folds))
+    stem += f"_{_part_word(meta)}s" + "-".join(map(str, folds))
   return stem
 
 
@@ -1305,6 +1422,18 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
     raise ValueError(f"unknown table {table!r}; expected one of {TABLE_ORDER} or 'all'")
   spec = TABLES[table]
   base, kind = base if base is not None else base_config(dataset, data_dir)
+  if spec.get("kind") == "splits" and kind != "splits":
+    log(f"table {table}: skipped on {dataset}: it runs on GTEA, 50Salads or Breakfast "
+        "(a data set folder of the MS-TCN release, docs/DATASETS.md)")
+    return {}
+  if kind == "splits" and spec.get("kind") != "splits":
+    log(f"table {table}: skipped on {dataset}: an action-segmentation data set has no "
+        "assessment scores (Table VII is its table)")
+    return {}
+  if kind == "splits":   # the paper's figures on this data set
+    paper = spec["paper_by_dataset"].get(base.dataset.config, {})
+    spec = dict(spec, rows=[dataclasses.replace(r, paper=paper.get(r.name))
+                            for r in spec["rows"]])
   if spec.get("needs_flow") and base.dataset.streams == "all":
     log(f"table {table}: skipped on {dataset}: its features have no flow half")
     return {}
@@ -1338,11 +1467,12 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
     return {}
   meta = dict(table=table, dataset=dataset, seeds=list(seeds), budget=budget, kind=kind,
               settings=[list(s) for s in settings])
-  if kind == "folds":
-    from hhjax import crossval  # noqa: PLC0415
-    available = crossval.fold_indices(base.dataset.manual_dir)
+  if kind in PART_WORD:
+    available = available_parts(base, kind)
     meta.update(folds=list(available if folds is None else folds),
                 num_folds=len(available))
+  if kind == "splits":
+    meta["dataset_name"] = base.dataset.config
   stem = table_stem(table, variant, meta)
   _warn_replaced(out / f"{stem}.json", meta, log)
   claims = [judge_claim(c, rows) for c in spec["claims"]]
@@ -1369,9 +1499,17 @@ def parse_folds(parser: argparse.ArgumentParser, args, base, kind: str) -> list[
                  "e.g. --folds 0,3")
   if len(set(folds)) != len(folds):
     parser.error(f"--folds {args.folds!r} names a fold twice")
-  if kind != "folds":
+  if kind not in PART_WORD:
     parser.error(f"--folds: data set {args.dataset!r} has a train/test split, not "
-                 "folds (--folds is for --dataset handwash)")
+                 "folds (--folds is for --dataset handwash, or the splits of GTEA, "
+                 "50Salads or Breakfast)")
+  if kind == "splits":
+    available = available_parts(base, kind)
+    unknown = sorted(set(folds) - set(available))
+    if unknown:
+      parser.error(f"--folds: splits {unknown} are not among {base.dataset.config}'s "
+                   f"splits {available} (numbered from 1, as in the MS-TCN release)")
+    return folds
   from hhjax import crossval  # noqa: PLC0415
   from hhjax.data import layout  # noqa: PLC0415
   try:
@@ -1387,17 +1525,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return claims_main(argv[1:])
   parser = argparse.ArgumentParser(
       prog="python -m hhjax.experiments",
-      description="Train and tabulate the paper's comparisons (Tables VI, VIII-XIII).")
+      description="Train and tabulate the paper's comparisons (Tables VI-XIII).")
   parser.add_argument("table", help=f"one of {', '.join(TABLE_ORDER)}, or all ('claims "
                                     "PATH...' instead summarises tables already written)")
   parser.add_argument("--dataset", default="synthetic",
-                      help="synthetic | handwash | a manual directory (default synthetic)")
+                      help="synthetic | handwash | a manual directory: HHA300's layout, "
+                           "or a data set folder of the MS-TCN release for table 7 "
+                           "(default synthetic)")
   parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
   parser.add_argument("--budget", choices=sorted(BUDGETS), default="quick")
   parser.add_argument("--out", default="runs/experiments", help="output folder")
   parser.add_argument("--data-dir", default=None, help="TFDS data directory override")
   parser.add_argument("--folds", default=None,
-                      help="handwash only: comma-separated folds (default: all)")
+                      help="comma-separated folds of handwash, or splits (from 1) of "
+                           "a GTEA / 50Salads / Breakfast folder (default: all)")
   parser.add_argument("--report-only", action="store_true",
                       help="train nothing: tabulate the rows already finished")
   parser.add_argument("--rows", default=None,

@@ -6,11 +6,18 @@ import json
 import math
 import pathlib
 
+import numpy as np
 import pytest
 
 from hhjax import experiments
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _trains_unless_told(monkeypatch):
+  """`main(["--report-only", ...])` sets the module's REPORT_ONLY; no test inherits it."""
+  monkeypatch.setattr(experiments, "REPORT_ONLY", False)
 
 
 def _tiny(tmp_path):
@@ -357,8 +364,8 @@ def test_rows_that_match_nothing_are_named(capsys):
 
 
 def test_unknown_table_and_dataset_are_named():
-  with pytest.raises(ValueError, match="unknown table '7'"):
-    experiments.run_table("7", "synthetic", [0], "quick", pathlib.Path("/tmp/x"))
+  with pytest.raises(ValueError, match="unknown table '14'"):
+    experiments.run_table("14", "synthetic", [0], "quick", pathlib.Path("/tmp/x"))
   with pytest.raises(ValueError, match="neither"):
     experiments.base_config("/no/such/folder")
 
@@ -701,3 +708,128 @@ def test_bad_folds_on_the_command_line_are_named(capsys, monkeypatch):
     experiments.main(["6", "--dataset", "handwash", "--folds", "2,7", "--report-only"])
   assert "--folds: folds [7] are not among the data set's folds [0, 1, 2, 3]" in \
       capsys.readouterr().err
+
+
+def _mstcn_folder(root: pathlib.Path, num_splits: int = 4, videos_per_split: int = 1,
+                  num_classes: int = 11, dim: int = 8) -> pathlib.Path:
+  """A data set folder in the MS-TCN release's layout: `num_splits` cross-validation
+  splits (test split k holds its own videos, train split k all the others), random
+  features, a few runs of classes per video, the last class named "background"."""
+  rng = np.random.default_rng(0)
+  for sub in ("features", "groundTruth", "splits"):
+    (root / sub).mkdir(parents=True, exist_ok=True)
+  names = [f"c{i}" for i in range(num_classes - 1)] + ["background"]
+  (root / "mapping.txt").write_text("".join(f"{i} {n}\n" for i, n in enumerate(names)))
+  groups = [[f"v{k}_{j}" for j in range(videos_per_split)]
+            for k in range(1, num_splits + 1)]
+  for group in groups:
+    for video in group:
+      length = int(rng.integers(20, 40))
+      np.save(root / "features" / f"{video}.npy",
+              rng.normal(size=(dim, length)).astype(np.float32))
+      labels = [names[(t // 6) % num_classes] for t in range(length)]
+      (root / "groundTruth" / f"{video}.txt").write_text("\n".join(labels) + "\n")
+  for k, group in enumerate(groups, start=1):
+    rest = [v for other in groups if other is not group for v in other]
+    (root / "splits" / f"test.split{k}.bundle").write_text(
+        "".join(f"{v}.txt\n" for v in group))
+    (root / "splits" / f"train.split{k}.bundle").write_text(
+        "".join(f"{v}.txt\n" for v in rest))
+  return root
+
+
+def test_table_seven_cross_validates_the_release_splits_beside_the_paper(tmp_path,
+                                                                        monkeypatch):
+  """Table VII on a GTEA folder: every network trained on each of the release's four
+  splits (train_split<k> / test_split<k>), the mean over the splits beside Li et al.'s
+  GTEA figures, one table file per data set."""
+  folder = _mstcn_folder(tmp_path / "gtea")
+  base, kind = experiments.base_config(str(folder))
+  assert kind == "splits" and base.dataset.config == "gtea"
+  assert base.dataset.manual_dir == str(folder.resolve())
+  runs = {}
+
+  def fake_run_one(config, workdir, log=print, may_train=True):
+    k = int(workdir.name.removeprefix("split"))
+    runs[str(workdir)] = (config.dataset.train_split, config.dataset.eval_split)
+    good = config.model.segmenter == "conv_transformer"
+    return {"acc": 80.0 + k + (5.0 if good else 0.0), "edit": 70.0 + k,
+            "f1@50": 60.0 + (1.0 if good else 0.0)}, 1.0, False
+
+  monkeypatch.setattr(experiments, "run_one", fake_run_one)
+  out = tmp_path / "out"
+  said = []
+  result = experiments.run_table("7", str(folder), [0], "quick", out, base=(base, kind),
+                                 log=said.append)
+  # Six networks x four splits, each split's own train / test pair.
+  assert len(runs) == 24
+  for workdir, (train, test) in runs.items():
+    k = workdir.rsplit("split", 1)[1]
+    assert (train, test) == (f"train_split{k}", f"test_split{k}")
+  rows = {r["name"]: r for r in result["rows"]}
+  assert list(rows) == ["MS-TCN", "MS-TCN++", "ASRF", "BCN", "ASFormer",
+                        "Ours (conv-transformer)"]
+  ours = rows["Ours (conv-transformer)"]
+  assert ours["mean_sd"]["acc"][0] == pytest.approx(85.0 + 2.5)   # mean of splits 1-4
+  assert ours["paper"] == {"acc": 81.3, "edit": 84.7, "f1@10": 89.0, "f1@25": 88.2,
+                           "f1@50": 78.0}
+  assert rows["ASFormer"]["paper"] == {}    # not in Li et al.'s table
+  verdicts = {c["text"]: c["verdict"] for c in result["claims"]}
+  assert verdicts["the joint model's network has the best frame accuracy"] == "holds"
+  assert verdicts["it beats BCN in edit"] == "not shown"            # a tie
+  assert verdicts["it beats BCN in F1@50"] == "holds"
+  md = (out / "table7_quick_gtea.md").read_text()
+  assert "(each seed: mean over the splits)" in md
+  assert "Li et al., Table VII" in md
+  assert f"table 7 written to {out / 'table7_quick_gtea'}.md (and .json, .png)" in said
+  # Some splits: named in the file and the header.
+  experiments.run_table("7", str(folder), [0], "quick", out, base=(base, kind),
+                        folds=[1, 3], log=said.append)
+  md = (out / "table7_quick_gtea_splits1-3.md").read_text()
+  assert "Data: " + str(folder) + ", splits 1, 3 of 4; 1 seed(s)" in md
+  # Table VII needs such a folder, and the other tables need scores.
+  said.clear()
+  assert experiments.run_table("7", "synthetic", [0], "quick", out,
+                               base=experiments.base_config("synthetic"),
+                               log=said.append) == {}
+  assert "skipped on synthetic: it runs on GTEA, 50Salads or Breakfast" in said[0]
+  assert experiments.run_table("6", str(folder), [0], "quick", out, base=(base, kind),
+                               log=said.append) == {}
+  assert "has no assessment scores (Table VII is its table)" in said[1]
+
+
+def test_table_seven_names_a_folder_it_cannot_place_and_bad_splits(tmp_path, capsys):
+  other = _mstcn_folder(tmp_path / "my_kitchen", num_splits=2)
+  with pytest.raises(ValueError, match="is in the MS-TCN layout .* not one of gtea, "
+                                       "50salads, breakfast"):
+    experiments.base_config(str(other))
+  gtea = _mstcn_folder(tmp_path / "GTEA")   # the name in any case
+  with pytest.raises(SystemExit):
+    experiments.main(["7", "--dataset", str(gtea), "--folds", "0,5", "--report-only",
+                      "--out", str(tmp_path / "out")])
+  assert ("--folds: splits [0, 5] are not among gtea's splits [1, 2, 3, 4] (numbered "
+          "from 1, as in the MS-TCN release)") in capsys.readouterr().err
+
+
+def test_table_seven_trains_a_network_on_one_split_end_to_end(tmp_path):
+  """One real run: configs/mstcn_gtea.py's split 2 read through the builder, a small
+  joint-model network, evaluated on test_split2's video."""
+  folder = _mstcn_folder(tmp_path / "gtea")
+  base, kind = experiments.base_config(str(folder), str(tmp_path / "tfds"))
+  settings = experiments.parse_settings(base, [
+      "num_train_steps=2", "eval_every_steps=2", "checkpoint_every_steps=2",
+      "batch_size=4", "model.num_stages=2", "model.num_layers=2", "model.channels=8",
+      "dataset.bucket_size=16", "tensorboard=False"])
+  out = tmp_path / "out"
+  result = experiments.run_table("7", str(folder), [0], "full", out, folds=[2],
+                                 base=(base, kind), rows_wanted=["Ours"],
+                                 settings=settings, log=lambda *_: None)
+  (row,) = result["rows"]
+  run = next((out / "runs").glob("*/*/base/seed0/split2"))
+  saved = json.loads((run / "config.json").read_text())
+  assert saved["dataset"]["train_split"] == "train_split2"
+  assert saved["dataset"]["eval_split"] == "test_split2"
+  predictions = [json.loads(line) for line in
+                 (run / "predictions.jsonl").read_text().splitlines()]
+  assert [p["video"] for p in predictions] == ["v2_0"]
+  assert 0.0 <= row["mean_sd"]["acc"][0] <= 100.0
