@@ -6,7 +6,6 @@ import json
 import math
 import pathlib
 
-import numpy as np
 import pytest
 
 from hhjax import experiments
@@ -710,32 +709,14 @@ def test_bad_folds_on_the_command_line_are_named(capsys, monkeypatch):
       capsys.readouterr().err
 
 
-def _mstcn_folder(root: pathlib.Path, num_splits: int = 4, videos_per_split: int = 1,
-                  num_classes: int = 11, dim: int = 8) -> pathlib.Path:
-  """A data set folder in the MS-TCN release's layout: `num_splits` cross-validation
-  splits (test split k holds its own videos, train split k all the others), random
-  features, a few runs of classes per video, the last class named "background"."""
-  rng = np.random.default_rng(0)
-  for sub in ("features", "groundTruth", "splits"):
-    (root / sub).mkdir(parents=True, exist_ok=True)
-  names = [f"c{i}" for i in range(num_classes - 1)] + ["background"]
-  (root / "mapping.txt").write_text("".join(f"{i} {n}\n" for i, n in enumerate(names)))
-  groups = [[f"v{k}_{j}" for j in range(videos_per_split)]
-            for k in range(1, num_splits + 1)]
-  for group in groups:
-    for video in group:
-      length = int(rng.integers(20, 40))
-      np.save(root / "features" / f"{video}.npy",
-              rng.normal(size=(dim, length)).astype(np.float32))
-      labels = [names[(t // 6) % num_classes] for t in range(length)]
-      (root / "groundTruth" / f"{video}.txt").write_text("\n".join(labels) + "\n")
-  for k, group in enumerate(groups, start=1):
-    rest = [v for other in groups if other is not group for v in other]
-    (root / "splits" / f"test.split{k}.bundle").write_text(
-        "".join(f"{v}.txt\n" for v in group))
-    (root / "splits" / f"train.split{k}.bundle").write_text(
-        "".join(f"{v}.txt\n" for v in rest))
-  return root
+def _mstcn_folder(root: pathlib.Path, num_splits: int = 4) -> pathlib.Path:
+  """A small data set folder in the MS-TCN release's layout (the builder tests' own:
+  five classes, one video per test split)."""
+  spec = importlib.util.spec_from_file_location(
+      "builder_tests", REPO / "tests" / "test_action_segmentation_data.py")
+  builder_tests = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(builder_tests)
+  return builder_tests._write_mstcn(root, folds=builder_tests.FOUR_FOLDS[:num_splits])
 
 
 def test_table_seven_cross_validates_the_release_splits_beside_the_paper(tmp_path,
@@ -819,7 +800,7 @@ def test_table_seven_trains_a_network_on_one_split_end_to_end(tmp_path):
   settings = experiments.parse_settings(base, [
       "num_train_steps=2", "eval_every_steps=2", "checkpoint_every_steps=2",
       "batch_size=4", "model.num_stages=2", "model.num_layers=2", "model.channels=8",
-      "dataset.bucket_size=16", "tensorboard=False"])
+      "model.num_classes=5", "dataset.bucket_size=16", "tensorboard=False"])
   out = tmp_path / "out"
   result = experiments.run_table("7", str(folder), [0], "full", out, folds=[2],
                                  base=(base, kind), rows_wanted=["Ours"],
@@ -831,5 +812,5 @@ def test_table_seven_trains_a_network_on_one_split_end_to_end(tmp_path):
   assert saved["dataset"]["eval_split"] == "test_split2"
   predictions = [json.loads(line) for line in
                  (run / "predictions.jsonl").read_text().splitlines()]
-  assert [p["video"] for p in predictions] == ["v2_0"]
+  assert [p["video"] for p in predictions] == ["S1_Cheese_C1"]   # test.split2
   assert 0.0 <= row["mean_sd"]["acc"][0] <= 100.0
