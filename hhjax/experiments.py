@@ -608,8 +608,9 @@ def _with_segment_ratio(result: dict, predictions: pathlib.Path) -> dict:
 class NotRun(Exception):
   """A row is not finished and training was switched off (`--report-only`).
 
-  `missing`: the folds of the seed that are not finished (None for a data set with a
-  train/test split), `all_missing`: True when none of its runs is finished."""
+  `missing`: the folds (or splits, `word`) of the seed that are not finished (None
+  for a data set with a train/test split), `all_missing`: True when none of its runs
+  is finished."""
 
   def __init__(self, message: str, missing: tuple[int, ...] | None = None,
                all_missing: bool = True, word: str = "fold"):
