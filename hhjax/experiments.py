@@ -2,6 +2,7 @@ r"""The paper's comparisons in one command: every row of Li et al.'s Tables VI-X
 
   python -m hhjax.experiments 6 --dataset synthetic --seeds 3 --budget quick --out runs/tables
   python -m hhjax.experiments 7 --dataset /data/ms-tcn/gtea --budget full --out runs/table7
+  python -m hhjax.experiments 7 --dataset /data/ms-tcn --budget full --out runs/table7
   python -m hhjax.experiments all --dataset handwash --seeds 3 --out runs/tables_real
   python -m hhjax.experiments 12 --dataset /path/to/manual_dir --budget full
   python -m hhjax.experiments 6 --dataset handwash --budget full --rows "Ours,BCN"
@@ -14,8 +15,9 @@ ground-truth against predicted segments, input against stage features), `merge` 
 segmentation network of Table VI evaluated again with short runs merged), `online`,
 `assess` or `all`. Table VII runs on a data set folder of the MS-TCN release (GTEA,
 50Salads or Breakfast, recognised by the folder's name; `configs/mstcn_<name>.py`,
-docs/DATASETS.md): every segmentation network, cross-validated over the release's
-splits, beside the paper's figures for that data set. Each row is a config of the shared trainer
+docs/DATASETS.md), or on the release's `data` folder, which runs each of the three it
+holds: every segmentation network, cross-validated over the release's splits, beside
+the paper's figures for that data set. Each row is a config of the shared trainer
 (`hhjax.training.loop.train_and_evaluate`): a segmentation network by name
 (`config.model.segmenter`), an assessment head and the ablation switches, on top of the
 data set's base config. For every row and seed it trains, in
@@ -454,6 +456,18 @@ def is_mstcn_release_folder(folder: pathlib.Path) -> bool:
   splits = folder / "splits"
   return (not (folder / "scores.csv").exists() and splits.is_dir()
           and any(splits.glob("train.split*.bundle")))
+
+
+def release_subfolders(dataset: str) -> list[str]:
+  """For `--dataset` naming the MS-TCN release's `data` folder: its data set folders
+  that Table VII knows (gtea/, 50salads/, breakfast/, in that order), so that one
+  command runs all three; [] for any other `--dataset`."""
+  folder = pathlib.Path(dataset)
+  if not folder.is_dir() or (folder / "splits").exists():
+    return []
+  found = {p.name.lower(): p for p in folder.iterdir()
+           if p.is_dir() and is_mstcn_release_folder(p)}
+  return [str(found[name]) for name in MSTCN_DATASETS if name in found]
 
 
 def mstcn_base_config(folder: pathlib.Path):
@@ -1489,7 +1503,8 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
   return dict(meta=meta, rows=rows, claims=claims)
 
 
-def parse_folds(parser: argparse.ArgumentParser, args, base, kind: str) -> list[int]:
+def parse_folds(parser: argparse.ArgumentParser, args, base, kind: str,
+                dataset: str | None = None) -> list[int]:
   """`--folds` as a list of fold numbers, each checked against the folds of the data
   set whose base config is `base` (`base_config`: config, kind); parser.error names the
   bad ones: not a number, named twice, not a fold, a data set without folds."""
@@ -1501,8 +1516,8 @@ def parse_folds(parser: argparse.ArgumentParser, args, base, kind: str) -> list[
   if len(set(folds)) != len(folds):
     parser.error(f"--folds {args.folds!r} names a fold twice")
   if kind not in PART_WORD:
-    parser.error(f"--folds: data set {args.dataset!r} has a train/test split, not "
-                 "folds (--folds is for --dataset handwash, or the splits of GTEA, "
+    parser.error(f"--folds: data set {dataset or args.dataset!r} has a train/test "
+                 "split, not folds (--folds is for --dataset handwash, or the splits of GTEA, "
                  "50Salads or Breakfast)")
   if kind == "splits":
     available = available_parts(base, kind)
@@ -1531,8 +1546,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     "PATH...' instead summarises tables already written)")
   parser.add_argument("--dataset", default="synthetic",
                       help="synthetic | handwash | a manual directory: HHA300's layout, "
-                           "or a data set folder of the MS-TCN release for table 7 "
-                           "(default synthetic)")
+                           "or for table 7 a data set folder of the MS-TCN release "
+                           "(gtea, 50salads, breakfast) or its data folder holding "
+                           "them (default synthetic)")
   parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
   parser.add_argument("--budget", choices=sorted(BUDGETS), default="quick")
   parser.add_argument("--out", default="runs/experiments", help="output folder")
@@ -1564,28 +1580,34 @@ def main(argv: Sequence[str] | None = None) -> int:
       if not p or not select_rows([Row(n) for n in known], [p]):
         parser.error(f"--rows {p!r} matches no row of table(s) {', '.join(tables)}; "
                      "rows: " + "; ".join(dict.fromkeys(known)))
-  try:
-    base, kind = base_config(args.dataset, args.data_dir)
-  except ValueError as e:
-    parser.error(str(e))
-  folds = None if args.folds is None else parse_folds(parser, args, base, kind)
-  settings = ()
-  if args.set:
+  # Every data set's config, folds and settings are checked before anything trains.
+  jobs = []
+  for dataset in release_subfolders(args.dataset) or [args.dataset]:
     try:
-      settings = parse_settings(base, args.set)
-      for table in tables:
-        if table in TABLES:
-          check_settings(settings, args.budget, TABLES[table]["rows"])
+      base, kind = base_config(dataset, args.data_dir)
     except ValueError as e:
       parser.error(str(e))
+    folds = None if args.folds is None else parse_folds(parser, args, base, kind,
+                                                         dataset)
+    settings = ()
+    if args.set:
+      try:
+        settings = parse_settings(base, args.set)
+        for table in tables:
+          if table in TABLES:
+            check_settings(settings, args.budget, TABLES[table]["rows"])
+      except ValueError as e:
+        parser.error(str(e))
+    jobs.append((dataset, base, kind, folds, settings))
   from absl import logging  # noqa: PLC0415
   logging.set_verbosity(logging.WARNING)
   from hhjax import cli  # noqa: PLC0415
   with cli.user_errors():
-    for table in tables:
-      run_table(table, args.dataset, range(args.seeds), args.budget,
-                pathlib.Path(args.out), args.data_dir, folds, base=(base, kind),
-                rows_wanted=rows_wanted, settings=settings)
+    for dataset, base, kind, folds, settings in jobs:
+      for table in tables:
+        run_table(table, dataset, range(args.seeds), args.budget,
+                  pathlib.Path(args.out), args.data_dir, folds, base=(base, kind),
+                  rows_wanted=rows_wanted, settings=settings)
   return 0
 
 

@@ -814,3 +814,33 @@ def test_table_seven_trains_a_network_on_one_split_end_to_end(tmp_path):
                  (run / "predictions.jsonl").read_text().splitlines()]
   assert [p["video"] for p in predictions] == ["S1_Cheese_C1"]   # test.split2
   assert 0.0 <= row["mean_sd"]["acc"][0] <= 100.0
+
+
+def test_table_seven_runs_every_data_set_of_the_release_folder(tmp_path, monkeypatch):
+  """`--dataset` naming the release's data folder runs Table VII on each data set in it
+  (in the paper's order of names known here), one table file each."""
+  release = tmp_path / "data"
+  _mstcn_folder(release / "gtea")
+  _mstcn_folder(release / "Breakfast")
+  (release / "notes").mkdir()
+  assert experiments.release_subfolders(str(release)) == [
+      str(release / "gtea"), str(release / "Breakfast")]
+  assert experiments.release_subfolders(str(release / "gtea")) == []
+  assert experiments.release_subfolders("synthetic") == []
+  trained = []
+
+  def fake_run_one(config, workdir, log=print, may_train=True):
+    if not may_train:
+      raise experiments.NotRun(str(workdir))
+    trained.append((config.dataset.config, workdir.name))
+    return {"acc": 50.0, "edit": 40.0, "f1@50": 30.0}, 1.0, False
+
+  monkeypatch.setattr(experiments, "run_one", fake_run_one)
+  out = tmp_path / "out"
+  assert experiments.main(["7", "--dataset", str(release), "--rows", "BCN",
+                           "--folds", "2", "--out", str(out)]) == 0
+  assert trained == [("gtea", "split2"), ("breakfast", "split2")]
+  for name, acc in (("gtea", 79.8), ("breakfast", 70.4)):
+    result = json.loads((out / f"table7_quick_{name}_splits2.json").read_text())
+    (row,) = result["rows"]
+    assert row["name"] == "BCN" and row["paper"]["acc"] == acc
