@@ -1517,8 +1517,8 @@ def parse_folds(parser: argparse.ArgumentParser, args, base, kind: str,
     parser.error(f"--folds {args.folds!r} names a fold twice")
   if kind not in PART_WORD:
     parser.error(f"--folds: data set {dataset or args.dataset!r} has a train/test "
-                 "split, not folds (--folds is for --dataset handwash, or the splits of GTEA, "
-                 "50Salads or Breakfast)")
+                 "split, not folds (--folds is for --dataset handwash, or the splits "
+                 "of GTEA, 50Salads or Breakfast)")
   if kind == "splits":
     available = available_parts(base, kind)
     unknown = sorted(set(folds) - set(available))
