@@ -739,6 +739,11 @@ class Progress:
 PART_WORD = {"folds": "fold", "splits": "split"}
 
 
+def part_dir(seed_dir: pathlib.Path, kind: str, part: int) -> pathlib.Path:
+  """The run folder of fold (or split) `part` of one seed: `fold<f>/` or `split<k>/`."""
+  return seed_dir / f"{PART_WORD[kind]}{part}"
+
+
 def available_parts(config, kind: str) -> list[int]:
   """Every fold (or split) number of the data set; [] for one with a train/test split."""
   if kind == "folds":
@@ -775,7 +780,7 @@ def pending_runs(base, kind: str, rows: Sequence[Row], seeds: Sequence[int],
   for row in rows:
     for seed in seeds:
       workdir = root / effective(base, row).key / f"seed{seed}"
-      for run in ([workdir / f"{PART_WORD[kind]}{f}" for f in folds]
+      for run in ([part_dir(workdir, kind, f) for f in folds]
                   if kind in PART_WORD else [workdir]):
         if _read_results(run) is None:
           pending[str(run)] = run
@@ -845,7 +850,7 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
     runs, missing = [], []
     wanted = folds if folds is not None else available
     for fold in wanted:
-      run = workdir / f"{word}{fold}"
+      run = part_dir(workdir, kind, fold)
       if may_train:
         log(f"  {row.name}: seed {seed}, {word} {fold}"
             + (progress.note(run) if progress else ""))
@@ -858,24 +863,23 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
       if progress:
         progress.finished(run, s, reused)
       seconds += 0 if math.isnan(s) else s
-      runs.append((fold, eval_config(cfg, row), m))
+      runs.append((fold, run, eval_config(cfg, row), m))
     if missing:   # only without training: run_one trains every other fold
       raise NotRun(f"seed {seed}: {word}s {missing} not finished", tuple(missing),
                    all_missing=len(missing) == len(wanted), word=word)
     # Evaluated again only once every fold of the seed is finished (an unfinished
     # fold raises NotRun above, and the seed is left out whole).
     fold_metrics, whole_metrics, whole_counts = [], [], []
-    for fold, cfg, m in runs:
-      predictions = workdir / f"{word}{fold}" / PREDICTIONS_FILE
+    for fold, run, cfg, m in runs:
+      predictions = run / PREDICTIONS_FILE
       if row.eval_overrides:
-        m, predictions = evaluate_split(cfg, workdir / f"{word}{fold}",
-                                        cfg.dataset.eval_split, with_predictions=True)
+        m, predictions = evaluate_split(cfg, run, cfg.dataset.eval_split,
+                                        with_predictions=True)
       fold_metrics.append(m)
       if kind == "folds":   # videos named <person>_wash<k>
         persons.update(per_person(predictions))
       if f"{WHOLE}{fold}" in bundles:
-        whole_metrics.append(evaluate_split(cfg, workdir / f"fold{fold}",
-                                            f"{WHOLE}{fold}"))
+        whole_metrics.append(evaluate_split(cfg, run, f"{WHOLE}{fold}"))
         whole_counts.append(len(_split_videos(cfg.dataset.manual_dir,
                                               f"{WHOLE}{fold}")))
     metrics = _fold_mean(fold_metrics)
