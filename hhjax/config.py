@@ -35,7 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
                                               # mean / std (saved in the workdir)
   config.dataset.num_threads = 2
   # Hand-pose features only (hhjax.data.augment): "" (off) | "handpose" (mirroring,
-  # camera turns, image jitter, dropped hands) on the training split, and a fixed view
+  # camera turns, image jitter, dropped hands) | "handpose_half" (the same on half the
+  # videos, the rest as filmed) on the training split, and a fixed view
   # ("" | "rot30_yaw", "rot45_pitch", "mirror", ...) of the evaluation split, to
   # measure robustness to other cameras.
   config.dataset.augment = ""

@@ -191,6 +191,7 @@ TRANSFORMS = {
     "jitter_image": augment.jitter_image,
     "drop_hands": functools.partial(augment.drop_hands, rate=0.2),
     "handpose": augment.handpose_default,
+    "handpose_half": augment.handpose_half,
     **{view: (lambda v: lambda x, rng: augment.view_transform(x, v))(view)
        for view in augment.VIEW_EXAMPLES},
 }
@@ -211,7 +212,7 @@ def test_absent_hands_stay_exactly_zero(name):
   # A hand missing before is missing after (in the other slot after mirroring), and,
   # but for dropped stretches, no other hand goes missing.
   assert np.all(absent_out[absent_in]) or np.all(absent_out[swapped])
-  if "drop" not in name and name != "handpose":
+  if "drop" not in name and not name.startswith("handpose"):
     assert (absent_out == absent_in).all() or (absent_out == swapped).all()
 
 
@@ -381,3 +382,43 @@ def test_rotate_view_refuses_what_is_not_a_rotation():
   for bad in (np.diag([-1.0, 1, 1]), 2 * np.eye(3), np.eye(2)):
     with pytest.raises(ValueError, match="rotation matrix"):
       augment.rotate_view(x, bad)
+
+
+# "handpose_half": the preset on half the videos.
+
+
+def test_sometimes_applies_the_augmentation_with_its_probability():
+  x = _features()
+  mark = lambda f, rng: f + 1.0                         # noqa: E731
+  never = augment.sometimes(mark, 0.0)
+  always = augment.sometimes(mark, 1.0)
+  rng = np.random.default_rng(3)
+  np.testing.assert_array_equal(never(x, rng), x.astype(np.float32))
+  np.testing.assert_array_equal(always(x, rng), x + 1.0)
+  half = augment.sometimes(mark, 0.5)
+  changed = [not np.array_equal(half(x, np.random.default_rng(i)), x)
+             for i in range(2000)]
+  # Binomial(2000, 0.5): sd 22 videos; 5 sd either side.
+  assert abs(sum(changed) - 1000) < 110
+  with pytest.raises(ValueError, match="prob must lie in"):
+    augment.sometimes(mark, 1.5)
+
+
+def test_handpose_half_is_the_preset_or_the_video_as_filmed():
+  x = _features()
+  kinds = set()
+  for i in range(40):
+    out = augment.handpose_half(x, np.random.default_rng(i))
+    if np.array_equal(out, x.astype(np.float32)):
+      kinds.add("as filmed")
+      continue
+    # Otherwise the full preset, drawn with the same generator after the coin.
+    rng = np.random.default_rng(i)
+    rng.uniform()
+    np.testing.assert_array_equal(out, augment.handpose_default(x, rng))
+    kinds.add("augmented")
+  assert kinds == {"as filmed", "augmented"}
+  config = ml_collections.ConfigDict({"seed": 0, "dataset": {
+      "augment": "handpose_half", "eval_view": ""}})
+  assert augment.training_transform(config, augment.FEATURE_DIM).fn is \
+      augment.handpose_half

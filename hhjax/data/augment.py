@@ -3,7 +3,8 @@
 The hand-washing clips are filmed from the front; deployed cameras look down on a sink
 or stand at an angle. These transforms change a (T, 212) feature array as if the same
 wash had been seen from elsewhere, so that a model can be trained on many viewpoints
-(`config.dataset.augment = "handpose"`) and its robustness measured on fixed ones
+(`config.dataset.augment = "handpose"`, or "handpose_half": the same on half the
+washes) and its robustness measured on fixed ones
 (`config.dataset.eval_view`, `view_transform`).
 
 Every augmentation is a pure NumPy function `fn(features, rng, **params)` of a (T, 212)
@@ -261,7 +262,26 @@ def handpose_default(features: np.ndarray, rng: np.random.Generator) -> np.ndarr
   return compose(random_mirror, random_rotation, jitter_image, drop_hands)(features, rng)
 
 
-AUGMENTATIONS: dict[str, Augmentation] = {"handpose": handpose_default}
+def sometimes(augmentation: Augmentation, prob: float) -> Augmentation:
+  """`augmentation` applied to a video with probability `prob` (one draw per video,
+  before the augmentation's own), the video left as it is otherwise."""
+  if not 0.0 <= prob <= 1.0:
+    raise ValueError(f"sometimes: prob must lie in [0, 1], got {prob}")
+
+  def maybe(features, rng):
+    if rng.uniform() < prob:
+      return augmentation(features, rng)
+    return check_features(features).astype(np.float32)
+  return maybe
+
+
+# The "handpose_half" preset: half the washes of each epoch seen through
+# `handpose_default`, the other half as filmed, so that the front view keeps as much
+# of the training signal as the other views get.
+handpose_half = sometimes(handpose_default, 0.5)
+
+AUGMENTATIONS: dict[str, Augmentation] = {"handpose": handpose_default,
+                                          "handpose_half": handpose_half}
 
 # View transforms for evaluation.
 
