@@ -1,6 +1,6 @@
 r"""Single-clip tasks on the real hand-washing clips (python -m hhjax.clips): the
-12-action clip classifier of the SUTD report and the hand localiser of Myers et al.,
-both cross-validated across people.
+12-action clip classifier of the SUTD report, and the hand localiser and the
+hand-guided per-frame classifier of Myers et al., all cross-validated across people.
 
   python -m hhjax.clips --config configs/clips_cnn_lstm.py --workdir runs/clips \
       [--config.num_train_steps=600 --config.model.cnn=resnet18 ...] [--folds 0,2]
@@ -53,7 +53,25 @@ frame of its clip (the run stops naming every clip that does not). Beside it, th
 constant row predicts for every frame the training frames' presence rate (present if
 above one half) and mean position of each hand. No augmentation.
 
-Both tasks: Adam (`learning_rate`), `num_train_steps` steps of `batch_size`, one jitted
+Task "frames": every sampled frame -> one of the 12 actions, with the hand-guided
+two-stream model of Myers et al. (`HandGuidedTSM`, `config.frames`): a ResNet with
+TSM's temporal shift (`frames.temporal_shift`, 0 for none) on the whole frame resized
+to `data.frame_size` squared, and, with `frames.use_hand_stream`, a second ResNet on
+each hand's high-resolution cut-out (a `frames.hand_crop`-pixel window of the ORIGINAL
+frame around the hand, resized to `frames.hand_size`), its feature map pasted where the
+window lies on the frame stream's grid (eq. 2-3 with the whole frame as the crop,
+`frame_boxes`) and fused per frame. Hand centres and presence come from the clip's
+hand-pose features (as for "localise"), so the run checks that they have one column
+per decoded frame. Training windows of `data.clip_length` sampled frames at random
+starts, every frame labelled with the clip's action (frames past the clip's end
+masked), with the contrast change of the augmentation only (a shift would move the
+hands off their boxes); evaluation on every sampled frame of the held-out clips
+(windows at 0, L, 2L, ...), accuracy per frame on the 12 actions and the 7 WHO
+classes. Beside it, the per-frame hand-pose row: a standardised logistic regression on
+each sampled frame's 212 values. Ablations are config changes of one command
+(`configs/clips_tsm.py`).
+
+All tasks: Adam (`learning_rate`), `num_train_steps` steps of `batch_size`, one jitted
 train step (BatchNorm statistics updated as a mutable collection), dropout keys
 `fold_in(key, step)`; a line every `log_every_steps` steps with the loss and speed. A
 run is a pure function of the config (seed included) and the data. Frames are decoded
@@ -63,7 +81,8 @@ settings, beside a note of the source file's size and time, so a changed setting
 video is decoded afresh. Outputs in the workdir: `results.json` (per fold and mean +-
 sd over the folds for every row, with the config), `results.md` (the table),
 `fold<k>/predictions.json` (classify: per clip and row, the prediction and, for the
-model, the averaged logits) or `fold<k>/predictions.npz` (localise: per frame) and
+model, the averaged logits) or `fold<k>/predictions.npz` (localise and frames: per
+frame) and
 `fold<k>/train_log.jsonl`.
 """
 
@@ -90,9 +109,9 @@ from hhjax import cli
 from hhjax import handpose
 from hhjax import video as video_lib
 from hhjax.data import compose
-from hhjax.models.vision import cnn_lstm, convlstm, hand_localiser
+from hhjax.models.vision import cnn_lstm, convlstm, hand_guided, hand_localiser
 
-TASKS = ("classify", "localise")
+TASKS = ("classify", "localise", "frames")
 MODELS = ("cnn_lstm", "convlstm")
 NORMALIZATIONS = ("unit", "imagenet")
 NUM_ACTIONS = 12
@@ -109,7 +128,7 @@ def get_config() -> ml_collections.ConfigDict:
   """Every field of `python -m hhjax.clips` with its default (CPU-sized: 64x64 frames,
   16 per window; the report used 128x128 and 32)."""
   config = ml_collections.ConfigDict()
-  config.task = "classify"                 # "classify" | "localise"
+  config.task = "classify"                 # "classify" | "localise" | "frames"
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()
@@ -148,8 +167,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.localiser.lam = 0.1               # weight of the presence term (eq. 1)
   config.localiser.thresholds = (0.05, 0.1, 0.2, 0.3)
 
+  # Task "frames": the hand-guided two-stream model (HandGuidedTSM).
+  config.frames = ml_collections.ConfigDict()
+  config.frames.backbone_depth = 18        # ResNet depth of the frame stream
+  config.frames.hand_depth = 18            # ResNet depth of the hand stream
+  config.frames.temporal_shift = 0.25      # TSM: 1/8 of the channels each way; 0 off
+  config.frames.use_hand_stream = True     # False: the frame stream alone
+  config.frames.fusion = "aligned"         # "aligned" | "pooled"
+  config.frames.hand_crop = 64             # cut-out side, original pixels
+  config.frames.hand_size = 32             # cut-outs resized to this squared
+  config.frames.dropout = 0.5
+
   config.baseline = ml_collections.ConfigDict()
-  config.baseline.handpose = True          # classify: the hand-pose row
+  config.baseline.handpose = True          # classify, frames: the hand-pose row
   config.baseline.C = 1.0                  # inverse L2 strength of its regression
 
   config.learning_rate = 1e-3
@@ -196,6 +226,16 @@ def check_config(config) -> None:
   if not config.localiser.thresholds or min(config.localiser.thresholds) < 0:
     raise ValueError(f"config.localiser.thresholds={config.localiser.thresholds}; "
                      "expected one or more thresholds >= 0")
+  if config.task == "frames":
+    f = config.frames
+    choice("frames.backbone_depth", f.backbone_depth, hand_guided.RESNET_DEPTHS)
+    choice("frames.hand_depth", f.hand_depth, (0,) + tuple(hand_guided.RESNET_DEPTHS))
+    choice("frames.fusion", f.fusion, hand_guided.FUSIONS)
+    at_least("frames.hand_crop", f.hand_crop, 1)
+    at_least("frames.hand_size", f.hand_size, 1)
+    if not 0.0 <= f.temporal_shift <= 1.0:
+      raise ValueError(f"config.frames.temporal_shift={f.temporal_shift}; expected "
+                       "0..1 (the fraction of channels shifted, both ways together)")
   uses_alexnet = ((config.task == "classify" and config.model.name == "cnn_lstm"
                    and config.model.cnn == "alexnet")
                   or (config.task == "localise"
@@ -523,6 +563,14 @@ def row_name(config) -> str:
   """The model's row in the results table."""
   if config.task == "localise":
     return f"hand localiser ({config.localiser.backbone})"
+  if config.task == "frames":
+    f = config.frames
+    name = f"ResNet-{f.backbone_depth}"
+    name += f", TSM shift {f.temporal_shift:g}" if f.temporal_shift else ", no shift"
+    if f.use_hand_stream:
+      hand = f"ResNet-{f.hand_depth}" if f.hand_depth else "small CNN"
+      name += f", + hand stream ({hand}, {f.fusion})"
+    return name
   if config.model.name == "convlstm":
     return "ConvLSTM"
   return f"CNN-LSTM ({config.model.cnn} CNN)"
@@ -581,6 +629,10 @@ def _steps(model, task: str, learning_rate: float, lam: float):
   def loss_of(outputs, target):
     if task == "classify":
       return optax.softmax_cross_entropy_with_integer_labels(outputs, target).mean()
+    if task == "frames":        # per-frame labels (B, T), frames past the clip masked
+      labels, mask = target
+      ce = optax.softmax_cross_entropy_with_integer_labels(outputs, labels)
+      return (ce * mask).sum() / jnp.maximum(mask.sum(), 1.0)
     return hand_localiser.localiser_loss(outputs, target, lam)
 
   def variables_of(params, batch_stats):
@@ -867,21 +919,30 @@ def localiser_frames(clips, paths, cache: FrameCache,
     ClipsError: naming every clip whose feature count differs from its decoded frame
       count (the frame and the feature row would not be the same frame).
   """
-  out, bad = {}, []
+  check_frame_counts(clips, paths, cache, features)
+  out = {}
+  for clip in clips:
+    sampled = cache.get(paths[clip.name])
+    index = np.arange(0, sampled.num_frames, cache.stride)
+    targets = hand_localiser.labels_from_landmarks(features[clip.name][:, index].T)
+    out[clip.name] = (sampled.frames, targets, index)
+  return out
+
+
+def check_frame_counts(clips, paths, cache: FrameCache,
+                       features: Mapping[str, np.ndarray]) -> None:
+  """Raises ClipsError naming every clip whose decoded frame count differs from its
+  hand-pose feature count (a frame and its feature row would not be the same frame)."""
+  bad = []
   for clip in clips:
     sampled = cache.get(paths[clip.name])
     t = features[clip.name].shape[1]
     if t != sampled.num_frames:
       bad.append(f"{clip.name} ({sampled.num_frames} decoded frames, {t} feature "
                  "columns)")
-      continue
-    index = np.arange(0, sampled.num_frames, cache.stride)
-    targets = hand_localiser.labels_from_landmarks(features[clip.name][:, index].T)
-    out[clip.name] = (sampled.frames, targets, index)
   if bad:
     raise compose.ClipsError("frame count and hand-pose feature count differ for "
                              "clip(s): " + "; ".join(bad))
-  return out
 
 
 def constant_localiser(targets: np.ndarray) -> np.ndarray:
@@ -959,6 +1020,211 @@ def localise_fold(config, fold: int, held_out: Sequence[str], clips, data,
               train_seconds=train_seconds, results=results)
 
 
+# --------------------------------------------------------------------------- frames
+
+
+class HandInputs(NamedTuple):
+  """A clip's hand-stream inputs at its sampled frames (frames 0, stride, ...).
+
+  Attributes:
+    patches: (n, 2, hand_size, hand_size, 3) uint8 cut-outs of the original frames,
+      slot 0 the left hand; zeros where a hand is absent or outside the frame.
+    boxes: (n, 2, 4) float32 `(x, y, w, h)` of each cut-out's window in the whole
+      frame, normalised to 0..1 across its width and height.
+    present: (n, 2) bool, the hand-pose presence of each slot.
+  """
+
+  patches: np.ndarray
+  boxes: np.ndarray
+  present: np.ndarray
+
+
+def frame_boxes(pixel_boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+  """Cut-out windows `(x0, y0, w_c, h_c)` in original pixels -> their place on the
+  frame stream's grid, `(x0 / W, y0 / H, w_c / W, h_c / H)`.
+
+  This is the supplement's eq. 2-3 (`x = (x_hand - x_c) / C_s`,
+  `w = (w_c / H)(S / C_s)`) when the backbone's input is the whole frame: no crop
+  (x_c = y_c = 0), and the frame resized to a square, so each axis has its own scale
+  (C_s / S = W across, H down)."""
+  b = np.asarray(pixel_boxes, np.float32)
+  scale = np.array([width, height, width, height], np.float32)
+  return b / scale
+
+
+def decode_hand_inputs(path: str | os.PathLike, stride: int, hand_features: np.ndarray,
+                       crop: int, size: int, name: str) -> HandInputs | int:
+  """The hand-stream inputs of one clip, from its original frames and its hand-pose
+  features (`hhjax.handguided.hand_positions`: a hand's centre is the mean of its
+  landmarks). Returns the decoded frame count instead when it differs from the
+  features' column count (the caller names the clip)."""
+  from hhjax import handguided  # noqa: PLC0415
+  centres, present = handguided.hand_positions(hand_features, name)
+  patches, boxes, seen, shape = [], [], 0, None
+  for chunk in video_lib.iter_frames(path, short_side=None, crop=None, chunk_size=64):
+    shape = chunk.shape[1:3]
+    index = np.arange(seen + (-seen) % stride, seen + len(chunk), stride)
+    index = index[index < len(centres)]                 # a longer video: counted below
+    if index.size:
+      p_, b_ = handguided.hand_cut_outs(chunk[index - seen], centres[index], crop, size)
+      patches.append(p_)
+      boxes.append(b_)
+    seen += len(chunk)
+  if seen != len(centres):
+    return seen
+  height, width = shape
+  return HandInputs(np.concatenate(patches), frame_boxes(np.concatenate(boxes),
+                                                         width, height),
+                    present[::stride])
+
+
+def load_hand_inputs(clips, paths, features: Mapping[str, np.ndarray], config
+                     ) -> dict[str, HandInputs]:
+  """Clip name -> `HandInputs` (decoded afresh on every run: no cache to go stale).
+
+  Raises:
+    ClipsError: naming every clip whose decoded frame count differs from its
+      hand-pose feature count.
+  """
+  out, bad = {}, []
+  for clip in clips:
+    got = decode_hand_inputs(paths[clip.name], config.data.frame_stride,
+                             features[clip.name], config.frames.hand_crop,
+                             config.frames.hand_size, clip.name)
+    if isinstance(got, HandInputs):
+      out[clip.name] = got
+    else:
+      bad.append(f"{clip.name} ({got} decoded frames, {features[clip.name].shape[1]} "
+                 "feature columns)")
+  if bad:
+    raise compose.ClipsError("frame count and hand-pose feature count differ for "
+                             "clip(s): " + "; ".join(bad))
+  return out
+
+
+def build_frame_model(config) -> hand_guided.HandGuidedTSM:
+  """`config.frames` as a HandGuidedTSM over windows of `data.clip_length` frames."""
+  f = config.frames
+  return hand_guided.HandGuidedTSM(
+      num_classes=NUM_ACTIONS, backbone_depth=f.backbone_depth, hand_depth=f.hand_depth,
+      temporal_shift=f.temporal_shift, use_hand_stream=f.use_hand_stream,
+      num_segments=config.data.clip_length, fusion=f.fusion, dropout=f.dropout)
+
+
+def _frame_window_inputs(cache: FrameCache, hands: Mapping[str, HandInputs] | None,
+                         paths, config):
+  """items (clip name, start, contrast factor) -> (inputs tuple, mask (B, L)):
+  frames (B, L, S, S, 3) and, with the hand stream, cut-outs (B, L, 2, s, s, 3),
+  boxes (B, L, 2, 4) and presence (B, L, 2); the contrast change applies to both."""
+  mode = config.data.normalize
+
+  def make(items):
+    frames, patches, boxes, present, masks = [], [], [], [], []
+    for name, start, factor in items:
+      sampled = cache.get(paths[name])
+      pos, mask = window_positions(sampled.num_frames, cache.stride,
+                                   config.data.clip_length, start)
+      frames.append(normalize(augment_clip(sampled.frames[pos], 0, factor), mode))
+      if hands is not None:
+        h = hands[name]
+        cut = h.patches[pos]                                       # (L, 2, s, s, 3)
+        flat = augment_clip(cut.reshape((-1,) + cut.shape[2:]), 0, factor)
+        patches.append(normalize(flat, mode).reshape(cut.shape))
+        boxes.append(h.boxes[pos])
+        present.append(h.present[pos])
+      masks.append(mask)
+    inputs = (np.stack(frames),)
+    if hands is not None:
+      inputs += (np.stack(patches), np.stack(boxes),
+                 np.stack(present).astype(np.float32))
+    return inputs, np.stack(masks).astype(np.float32)
+  return make
+
+
+def _frame_training_windows(make, cache: FrameCache, paths, train_clips, config, rng):
+  """Batches of training windows at random starts, each with the contrast change of
+  `augment` (no shift: it would move the hands off their boxes), labelled per frame
+  with the clip's action."""
+  length = config.data.clip_length
+  contrast_only = ml_collections.ConfigDict(dict(
+      prob=config.augment.prob, translate=(0.0, 0.0), contrast=config.augment.contrast))
+  for rows in _epochs(rng, len(train_clips), config.batch_size):
+    items, labels = [], []
+    for r in rows:
+      clip = train_clips[int(r)]
+      n = len(cache.get(paths[clip.name]).frames)
+      start = int(rng.integers(0, max(0, n - length) + 1))
+      _, factor = draw_augmentation(rng, contrast_only, 0)
+      items.append((clip.name, start, factor))
+      labels.append(np.full(length, clip.action - 1, np.int32))
+    inputs, mask = make(items)
+    yield inputs, (np.stack(labels), mask)
+
+
+def frames_fold(config, fold: int, held_out: Sequence[str], clips, paths,
+                cache: FrameCache, hands: Mapping[str, HandInputs] | None,
+                who_of: Mapping[int, int], features: Mapping[str, np.ndarray] | None,
+                fold_dir: pathlib.Path) -> dict[str, Any]:
+  """Trains and tests the per-frame step classifier (and the per-frame hand-pose row)
+  on one fold; writes `fold_dir/predictions.npz`; returns the fold's result."""
+  train_clips, test_clips = split_clips(clips, held_out)
+  if not train_clips or not test_clips:
+    raise compose.ClipsError(f"fold {fold} has {len(train_clips)} training and "
+                             f"{len(test_clips)} test clips; both need some")
+  label = f"fold {fold}"
+  print(f"{label}: held out {', '.join(held_out)} ({len(test_clips)} clips), "
+        f"training on {len(train_clips)} clips", flush=True)
+  t0 = time.perf_counter()
+  model = build_frame_model(config)
+  make = _frame_window_inputs(cache, hands, paths, config)
+  first = train_clips[0].name
+  fold_key = jax.random.fold_in(jax.random.key(config.seed), fold)
+  init_key, dropout_key = jax.random.split(fold_key)
+  variables = init_variables(model, init_key, make([(first, 0, 1.0)])[0])
+  rng = np.random.default_rng([config.seed, fold])
+  batches = _frame_training_windows(make, cache, paths, train_clips, config, rng)
+  variables = train(model, variables, "frames", config, batches, dropout_key,
+                    label=label, log_path=fold_dir / "train_log.jsonl")
+  train_seconds = time.perf_counter() - t0
+
+  # Every sampled frame of a held-out clip once: windows at 0, L, 2L, ...
+  length = config.data.clip_length
+  items = [(c.name, start, 1.0) for c in test_clips
+           for start in range(0, len(cache.get(paths[c.name]).frames), length)]
+  logits = predict_batches(model, variables, "frames", config, items,
+                           lambda chunk: make(chunk)[0])          # (windows, L, 12)
+  masks = np.stack([window_positions(cache.get(paths[name]).num_frames, cache.stride,
+                                     length, start)[1] for name, start, _ in items])
+  pred = logits.argmax(-1)[masks] + 1                             # (frames,)
+  clip_of = np.concatenate([[name] * int(m.sum()) for (name, _, _), m
+                            in zip(items, masks)])
+  action_of = {c.name: c.action for c in test_clips}
+  actions = np.array([action_of[n] for n in clip_of])
+  frame_index = np.concatenate([
+      (start + np.arange(int(m.sum()))) * cache.stride for (_, start, _), m
+      in zip(items, masks)])
+  results = {"model": classification_scores(actions, pred, who_of)}
+  saved = dict(clip=clip_of, frame=frame_index, action=actions, model=pred)
+  if features is not None:
+    def per_frame(cs):
+      x = [features[c.name][:, ::cache.stride].T for c in cs]
+      y = [np.full(len(v), c.action) for c, v in zip(cs, x)]
+      return np.concatenate(x), np.concatenate(y)
+    # Frames 0, stride, ... of each clip, in the model's order (`check_frame_counts`).
+    train_x, train_y = per_frame(train_clips)
+    test_x, _ = per_frame(test_clips)
+    base_pred = handpose_baseline(train_x, train_y, test_x, config.baseline.C,
+                                  config.seed)
+    results["handpose_frame"] = classification_scores(actions, base_pred, who_of)
+    saved["handpose_frame"] = base_pred
+  np.savez(fold_dir / "predictions.npz", **saved)
+  return dict(fold=fold, test_people=list(held_out),
+              train_people=sorted({c.subject for c in train_clips}),
+              train_clips=len(train_clips), test_clips=len(test_clips),
+              test_frames=int(len(pred)), train_seconds=train_seconds,
+              results=results)
+
+
 # -------------------------------------------------------------------------- reports
 
 
@@ -977,6 +1243,7 @@ def row_names(config, rows: Sequence[str]) -> dict[str, str]:
   """Row id -> the name the tables print."""
   names = dict(model=row_name(config),
                handpose="hand pose (mean + sd over time) + logistic regression",
+               handpose_frame="hand pose per frame + logistic regression",
                constant="constant (training presence rate, mean position)")
   return {r: names[r] for r in rows}
 
@@ -993,6 +1260,14 @@ def format_markdown(summary: Mapping[str, Any]) -> str:
     setting = (f"frame stride {d['frame_stride']}, {d['clip_length']} frames per "
                f"window, {d['frame_size']}x{d['frame_size']}; evaluation: "
                f"{d['eval_windows']} fixed windows per clip, logits averaged")
+  elif summary["task"] == "frames":
+    f = config["frames"]
+    title = "Per-frame step classification (12 actions, 7 WHO classes)"
+    unit = "accuracy (%) on every sampled frame of the held-out people's clips"
+    labels = dict(CLASSIFY_METRICS)
+    setting = (f"frame stride {d['frame_stride']}, windows of {d['clip_length']} "
+               f"frames, {d['frame_size']}x{d['frame_size']} whole frames, hand "
+               f"cut-outs {f['hand_crop']} px -> {f['hand_size']}x{f['hand_size']}")
   else:
     title = "Hand localisation (F1@T_L, machine-made targets from hand pose)"
     unit = "F1@T_L (%) on every sampled frame of the held-out people"
@@ -1065,7 +1340,8 @@ def run(config, workdir: str | os.PathLike, folds: Sequence[int] | None = None
   videos_dir = config.data.videos_dir or pathlib.Path(config.data.clips_csv).parent
   paths = clip_paths(clips, videos_dir)
   features = None
-  if config.task == "localise" or config.baseline.handpose:
+  if config.task == "localise" or config.baseline.handpose or (
+      config.task == "frames" and config.frames.use_hand_stream):
     features = load_features(clips, config.data.features_dir)
   workdir.mkdir(parents=True, exist_ok=True)
   cache = FrameCache(config.data.cache_dir or workdir / "cache",
@@ -1078,6 +1354,16 @@ def run(config, workdir: str | os.PathLike, folds: Sequence[int] | None = None
         f"{cache.folder}; {time.perf_counter() - t0:.1f}s)", flush=True)
   data = (localiser_frames(clips, paths, cache, features)
           if config.task == "localise" else None)
+  hands = None
+  if config.task == "frames":
+    if features is not None:
+      check_frame_counts(clips, paths, cache, features)
+    if config.frames.use_hand_stream:
+      t0 = time.perf_counter()
+      hands = load_hand_inputs(clips, paths, features, config)
+      print(f"hand cut-outs: {len(hands)} clips, {config.frames.hand_crop} px -> "
+            f"{config.frames.hand_size}x{config.frames.hand_size} "
+            f"({time.perf_counter() - t0:.1f}s)", flush=True)
   names = None
   results = []
   for k in chosen:
@@ -1086,6 +1372,9 @@ def run(config, workdir: str | os.PathLike, folds: Sequence[int] | None = None
     if config.task == "classify":
       result = classify_fold(config, k, groups[k], clips, paths, cache, who_of,
                              features if config.baseline.handpose else None, fold_dir)
+    elif config.task == "frames":
+      result = frames_fold(config, k, groups[k], clips, paths, cache, hands, who_of,
+                           features if config.baseline.handpose else None, fold_dir)
     else:
       result = localise_fold(config, k, groups[k], clips, data, fold_dir)
     names = names or row_names(config, list(result["results"]))

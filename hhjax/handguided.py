@@ -63,6 +63,7 @@ __all__ = [
   "IMAGENET_STD",
   "HandGuidedExtractor",
   "feature_dim",
+  "hand_cut_outs",
   "hand_positions",
   "load_variables",
   "random_variables",
@@ -218,11 +219,40 @@ def _features_fn(depth: int, hand_depth: int):
 
 @functools.lru_cache(maxsize=None)
 def _cut_out_fn(size: int):
-  """Jitted (frames (n, H, W, 3), centres (n, 2, 2)) -> cut-outs (n, 2, s, s, 3)."""
+  """Jitted (frames (n, H, W, 3), centres (n, 2, 2)) -> (cut-outs (n, 2, s, s, 3),
+  their boxes (n, 2, 4) `(x0, y0, w, h)` in frame pixels)."""
   def one(frame, centres):
-    return cut_out_hands(frame, centres, size)[0]
+    return cut_out_hands(frame, centres, size)
 
   return jax.jit(jax.vmap(one))
+
+
+def hand_cut_outs(frames: np.ndarray, centres: np.ndarray, crop: int, size: int
+                  ) -> np.ndarray:
+  """Each hand's high-resolution cut-out of original frames.
+
+  Args:
+    frames: (n, H, W, 3) uint8 frames at their original size.
+    centres: (n, 2, 2) hand centres (x, y), 0..1 across width and height.
+    crop: the side of the window cut around each centre, in original pixels
+      (`cut_out_hands`: zeros beyond the frame's borders).
+    size: the side the windows are resized to (bilinear) when it differs from `crop`.
+
+  Returns:
+    `(cut-outs (n, 2, size, size, 3) uint8, boxes (n, 2, 4))`, each box the window
+    `(x0, y0, crop, crop)` in original pixels, (x0, y0) its top-left corner.
+  """
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] != 3:
+    raise ValueError(f"frames must be (n, H, W, 3), got shape {frames.shape}")
+  n = frames.shape[0]
+  patches, boxes = _cut_out_fn(int(crop))(frames, np.asarray(centres, np.float32))
+  patches = np.asarray(patches)
+  if crop != size:
+    flat = patches.reshape((n * NUM_HANDS,) + patches.shape[2:])
+    patches = video_lib.resize_crop(flat, int(size), None).reshape(
+        (n, NUM_HANDS, int(size), int(size), 3))
+  return patches, np.asarray(boxes)
 
 
 def _positive(value: int, field: str) -> int:
@@ -322,7 +352,6 @@ class HandGuidedExtractor:
     self.backbone_variables = backbone_variables
     self.hand_variables = hand_variables
     self._features = _features_fn(self.depth, self.hand_depth)
-    self._cut_out = _cut_out_fn(self.hand_crop)
 
   @property
   def feature_dim(self) -> int:
@@ -343,17 +372,8 @@ class HandGuidedExtractor:
       `(backbone input (n, frame_size, frame_size, 3), cut-outs (n, 2, hand_size,
       hand_size, 3))`, both uint8.
     """
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-      raise ValueError(f"frames must be (n, H, W, 3), got shape {frames.shape}")
-    n = frames.shape[0]
-    small = video_lib.resize_crop(frames, self.short_side, self.frame_size)
-    patches = np.asarray(self._cut_out(frames, np.asarray(centres, np.float32)))
-    if self.hand_crop != self.hand_size:
-      flat = patches.reshape((n * NUM_HANDS,) + patches.shape[2:])
-      patches = video_lib.resize_crop(flat, self.hand_size, None).reshape(
-        (n, NUM_HANDS, self.hand_size, self.hand_size, 3))
-    return small, patches
+    patches, _ = hand_cut_outs(frames, centres, self.hand_crop, self.hand_size)
+    return video_lib.resize_crop(frames, self.short_side, self.frame_size), patches
 
   # -- features -------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -407,7 +408,8 @@ def _keys(cfg, prefix=""):
 
 
 @pytest.mark.parametrize("name",
-                         ["clips_cnn_lstm", "clips_convlstm", "clips_localiser"])
+                         ["clips_cnn_lstm", "clips_convlstm", "clips_localiser",
+                          "clips_tsm"])
 def test_clip_configs_have_exactly_the_clips_keys(name):
   spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
@@ -439,3 +441,95 @@ def test_torchvision_weights_replace_the_cnn(tmp_path):
   assert variables["params"]["embed"] is abstract["params"]["embed"]
   with pytest.raises(ValueError, match="no torchvision checkpoint fits the 'small'"):
     clips_lib.load_backbone_weights(abstract, "cnn", "small", "x.npz", module, "f")
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def test_frame_boxes_are_eq_2_3_with_the_whole_frame_as_the_crop():
+  from hhjax.models.vision import hand_guided
+  # By hand: a 64-pixel window at (100, 50) of a 360x240 frame.
+  np.testing.assert_allclose(
+      clips_lib.frame_boxes(np.array([[100.0, 50.0, 64.0, 64.0]]), 360, 240),
+      [[100 / 360, 50 / 240, 64 / 360, 64 / 240]], rtol=1e-6)
+  # A square frame resized to S with no crop: the paper's eq. 2-3 give the same box.
+  h, s = 240, 64
+  box = np.array([37.0, -12.0, 48.0, 48.0])
+  paper = hand_guided.crop_alignment(np.r_[box[:2] * s / h, box[2:]], np.zeros(2),
+                                     frame_height=h, crop_size=s, out_size=s)
+  np.testing.assert_allclose(clips_lib.frame_boxes(box, h, h), paper, rtol=1e-6)
+
+
+def test_hand_inputs_are_cut_from_the_sampled_original_frames(tiny, tmp_path):
+  from hhjax import handguided
+  clip = tiny["videos"] / "HW_a_01.mp4"
+  features = np.load(tiny["features"] / "HW_a_01.npy")
+  got = clips_lib.decode_hand_inputs(clip, 3, features, crop=10, size=6, name="a")
+  frames = np.concatenate(list(video_lib.iter_frames(clip, short_side=None,
+                                                     crop=None)))
+  index = np.arange(0, FRAMES, 3)
+  centres, present = handguided.hand_positions(features)
+  patches, boxes = handguided.hand_cut_outs(frames[index], centres[index], 10, 6)
+  np.testing.assert_array_equal(got.patches, patches)
+  assert got.patches.shape == (4, 2, 6, 6, 3)
+  np.testing.assert_allclose(got.boxes, boxes / [WIDTH, HEIGHT, WIDTH, HEIGHT])
+  np.testing.assert_array_equal(got.present, present[index])
+  assert not got.present[:, 1][[1, 3]].any()       # hand 1 shows on even frames only
+  # A feature file one column short: the decoded count comes back, and the loader
+  # names the clip.
+  assert clips_lib.decode_hand_inputs(clip, 3, features[:, :11], 10, 6, "a") == FRAMES
+  config = _config(tiny, "frames")
+  clips = [c for c in clips_lib.read_clip_list(tiny["csv"]) if c.name == "HW_a_01.mp4"]
+  with pytest.raises(compose.ClipsError, match=r"HW_a_01\.mp4 \(12 decoded frames, "
+                                               r"11 feature columns\)"):
+    clips_lib.load_hand_inputs(clips, {clips[0].name: clip},
+                               {clips[0].name: features[:, :11]}, config)
+
+
+def _frames_config(tiny, **frames):
+  config = _config(tiny, "frames", frame_stride=3, frame_size=16)
+  config.frames.hand_crop = 8
+  config.frames.hand_size = 8
+  for k, v in frames.items():
+    config.frames[k] = v
+  return config
+
+
+def test_frames_run_scores_every_sampled_frame_and_the_hand_pose_row(tiny, tmp_path):
+  config = _frames_config(tiny)
+  summary = clips_lib.run(config, tmp_path / "run", folds=[0])
+  saved = json.loads((tmp_path / "run" / "results.json").read_text())
+  fold = saved["folds"][0]
+  assert fold["results"] == summary["folds"][0]["results"]
+  assert set(fold["results"]) == {"model", "handpose_frame"}
+  npz = np.load(tmp_path / "run" / "fold0" / "predictions.npz")
+  # People a and c held out: 4 clips, sampled frames 0, 3, 6, 9 of each, once.
+  assert fold["test_frames"] == len(npz["model"]) == 16
+  pairs = sorted(zip(npz["clip"].tolist(), npz["frame"].tolist()))
+  assert pairs == sorted((c, f) for c in ("HW_a_01.mp4", "HW_a_11.mp4", "HW_c_03.mp4",
+                                          "HW_c_11.mp4") for f in (0, 3, 6, 9))
+  who = clips_lib.who_mapping(clips_lib.read_clip_list(tiny["csv"]))
+  for row in ("model", "handpose_frame"):
+    assert fold["results"][row] == pytest.approx(clips_lib.classification_scores(
+        npz["action"], npz[row], who))
+    assert fold["results"][row]["acc_action"] == pytest.approx(
+        100 * np.mean(npz[row] == npz["action"]))
+  assert npz["action"].tolist() == [int(str(c)[5:7]) for c in npz["clip"]]
+  table = (tmp_path / "run" / "results.md").read_text()
+  assert ("| ResNet-18, TSM shift 0.25, + hand stream (ResNet-18, aligned) | 12 "
+          "actions |") in table
+  assert "| hand pose per frame + logistic regression | 7 WHO classes |" in table
+
+
+def test_frames_ablation_without_shift_or_hands_needs_no_features(tiny, tmp_path):
+  config = _frames_config(tiny, temporal_shift=0.0, use_hand_stream=False)
+  config.baseline.handpose = False
+  config.data.features_dir = str(tmp_path / "nowhere")
+  summary = clips_lib.run(config, tmp_path / "run", folds=[1])
+  assert summary["rows"] == {"model": "ResNet-18, no shift"}
+  assert summary["folds"][0]["test_frames"] == 8        # person b: 2 clips x 4 frames
+  for bad, match in ((dict(backbone_depth=0), "config.frames.backbone_depth=0"),
+                     (dict(temporal_shift=1.5), "config.frames.temporal_shift=1.5"),
+                     (dict(fusion="sum"), "config.frames.fusion='sum'")):
+    with pytest.raises(ValueError, match=re.escape(match)):
+      clips_lib.check_config(_frames_config(tiny, **bad))
