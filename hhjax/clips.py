@@ -304,6 +304,16 @@ def split_clips(clips: Sequence[compose.Clip], held_out: Sequence[str]
           [c for c in clips if c.subject in held])
 
 
+def fold_clips(clips: Sequence[compose.Clip], fold: int, held_out: Sequence[str]
+               ) -> tuple[list[compose.Clip], list[compose.Clip]]:
+  """`split_clips` for fold `fold`, or a ClipsError when either side is empty."""
+  train_clips, test_clips = split_clips(clips, held_out)
+  if not train_clips or not test_clips:
+    raise compose.ClipsError(f"fold {fold} has {len(train_clips)} training and "
+                             f"{len(test_clips)} test clips; both need some")
+  return train_clips, test_clips
+
+
 def clip_paths(clips: Sequence[compose.Clip], videos_dir: str | os.PathLike
                ) -> dict[str, pathlib.Path]:
   """Clip name -> its video file; FileNotFoundError naming every missing one."""
@@ -838,10 +848,7 @@ def classify_fold(config, fold: int, held_out: Sequence[str], clips, paths,
                   fold_dir: pathlib.Path) -> dict[str, Any]:
   """Trains and tests the classifier (and the hand-pose row) on one fold; writes
   `fold_dir/predictions.json`; returns the fold's result."""
-  train_clips, test_clips = split_clips(clips, held_out)
-  if not train_clips or not test_clips:
-    raise compose.ClipsError(f"fold {fold} has {len(train_clips)} training and "
-                             f"{len(test_clips)} test clips; both need some")
+  train_clips, test_clips = fold_clips(clips, fold, held_out)
   label = f"fold {fold}"
   print(f"{label}: held out {', '.join(held_out)} ({len(test_clips)} clips), "
         f"training on {len(train_clips)} clips", flush=True)
@@ -967,10 +974,7 @@ def localise_fold(config, fold: int, held_out: Sequence[str], clips, data,
                   fold_dir: pathlib.Path) -> dict[str, Any]:
   """Trains and tests the hand localiser on one fold; writes
   `fold_dir/predictions.npz`; returns the fold's result."""
-  train_clips, test_clips = split_clips(clips, held_out)
-  if not train_clips or not test_clips:
-    raise compose.ClipsError(f"fold {fold} has {len(train_clips)} training and "
-                             f"{len(test_clips)} test clips; both need some")
+  train_clips, test_clips = fold_clips(clips, fold, held_out)
   label = f"fold {fold}"
   train_frames = np.concatenate([data[c.name][0] for c in train_clips])
   train_targets = np.concatenate([data[c.name][1] for c in train_clips])
@@ -1167,10 +1171,7 @@ def frames_fold(config, fold: int, held_out: Sequence[str], clips, paths,
                 fold_dir: pathlib.Path) -> dict[str, Any]:
   """Trains and tests the per-frame step classifier (and the per-frame hand-pose row)
   on one fold; writes `fold_dir/predictions.npz`; returns the fold's result."""
-  train_clips, test_clips = split_clips(clips, held_out)
-  if not train_clips or not test_clips:
-    raise compose.ClipsError(f"fold {fold} has {len(train_clips)} training and "
-                             f"{len(test_clips)} test clips; both need some")
+  train_clips, test_clips = fold_clips(clips, fold, held_out)
   label = f"fold {fold}"
   print(f"{label}: held out {', '.join(held_out)} ({len(test_clips)} clips), "
         f"training on {len(train_clips)} clips", flush=True)

@@ -13,7 +13,8 @@ r"""The paper's comparisons in one command: every row of Li et al.'s Tables VI-X
 TABLE is `6`, `7`, `8`, `9`, `10`, `11`, `12`, `13`, `joint` (what "joint" training means:
 ground-truth against predicted segments, input against stage features), `merge` (every
 segmentation network of Table VI evaluated again with short runs merged), `online`,
-`assess` or `all`. Table VII runs on a data set folder of the MS-TCN release (GTEA,
+`assess`, `views` (viewpoint augmentation, tested through fixed changes of view;
+hand-pose data only) or `all`. Table VII runs on a data set folder of the MS-TCN release (GTEA,
 50Salads or Breakfast, recognised by the folder's name; `configs/mstcn_<name>.py`,
 docs/DATASETS.md), or on the release's `data` folder, which runs each of the three it
 holds: every segmentation network, cross-validated over the release's splits, beside

@@ -32,6 +32,18 @@ def _tiny(tmp_path):
   return config
 
 
+def _tiny_folds(tmp_path, num_folds):
+  """The tiny config over a manual directory of `num_folds` fold bundles of one video
+  each (for tests that stand in for training)."""
+  manual = tmp_path / "manual"
+  (manual / "splits").mkdir(parents=True)
+  for k in range(num_folds):
+    (manual / "splits" / f"fold{k}.bundle").write_text(f"p{k}_wash0\n")
+  base = _tiny(tmp_path)
+  base.dataset.manual_dir = str(manual)
+  return base
+
+
 def test_table_runs_rows_writes_files_and_skips_finished_rows(tmp_path, monkeypatch):
   base = (_tiny(tmp_path), "split")
   out = tmp_path / "out"
@@ -521,12 +533,7 @@ def test_rows_average_each_person_over_seeds_and_the_table_lists_them(monkeypatc
 def test_a_row_left_out_names_the_seeds_and_folds_not_finished(tmp_path, monkeypatch):
   """--report-only over folds some of which were never trained names them, per seed,
   instead of only saying that no seed finished."""
-  manual = tmp_path / "manual"
-  (manual / "splits").mkdir(parents=True)
-  for k in range(4):
-    (manual / "splits" / f"fold{k}.bundle").write_text(f"p{k}_wash0\n")
-  base = _tiny(tmp_path)
-  base.dataset.manual_dir = str(manual)
+  base = _tiny_folds(tmp_path, 4)
   finished = {("seed0", "fold0"), ("seed0", "fold3"), ("seed1", "fold0")}
 
   def fake_run_one(config, workdir, log=print, may_train=True):
@@ -852,12 +859,7 @@ def test_views_table_trains_each_augmentation_once_and_evaluates_every_view(
   per fold, each evaluated through every view with dataset.eval_view set; the claims
   read the right rows. Training and evaluation are stood in for by a known function of
   (augmentation, view)."""
-  manual = tmp_path / "manual"
-  (manual / "splits").mkdir(parents=True)
-  for k in range(2):
-    (manual / "splits" / f"fold{k}.bundle").write_text(f"p{k}_wash0\n")
-  base = _tiny(tmp_path)
-  base.dataset.manual_dir = str(manual)
+  base = _tiny_folds(tmp_path, 2)
   base.dataset.streams = "all"
   # Frame accuracy: as filmed 90 from the front, 30 from above; augmented 70
   # everywhere; half 80 from the front and 65 elsewhere.
