@@ -4,7 +4,7 @@ leave-people-out over 4 folds, beside a hand-pose logistic regression.
   python -m hhjax.clips --config configs/clips_convlstm.py --workdir runs/clips_convlstm
 
 The report's ConvLSTM: 8 hidden channels, 3x3 kernel, dropout 0.8. Its recurrent
-convolution runs at full frame resolution and is slow on a CPU (about 3.6 s a step
+convolution runs at full frame resolution and is slow on a CPU (2.3-2.5 s a step
 here at 48x48, 16 frames, batch 8, on 2 busy cores), so this config is smaller still:
 48x48 frames, 16 per window, 300 steps. The report's frames are
 `--config.data.frame_size=128 --config.data.clip_length=32` (its reference code ran
