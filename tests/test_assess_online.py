@@ -187,3 +187,76 @@ def test_bad_camera_index_is_one_clear_error(tmp_path, causal_model, fake_frames
   assert errors == ["error: camera 57 cannot be opened (no such device, or it is in "
                     "use); give a video file or another camera index"], err
   assert not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.skipif(not REAL_CLIP.exists(), reason="../shared real clip is absent")
+def test_a_camera_is_read_in_real_time_thinned_to_the_models_rate(tmp_path, causal_model,
+                                                                   monkeypatch, capsys):
+  """`--online 0` through the camera path: OpenCV's VideoCapture stood in for by one
+  playing the real clip at 30 fps in real time (BGR frames, as a camera gives them).
+  The frames reach the extractor as RGB, thinned to the model's 10 fps by arrival
+  time, and the report is the streaming model's on exactly the frames kept."""
+  cv2 = pytest.importorskip("cv2")
+  real_capture = cv2.VideoCapture
+
+  class PlayedCamera:
+    def __init__(self, index):
+      assert index == 0
+      self.capture = real_capture(str(REAL_CLIP))
+      self.next_time = None
+
+    def isOpened(self):
+      return self.capture.isOpened()
+
+    def get(self, prop):
+      return 30.0 if prop == cv2.CAP_PROP_FPS else self.capture.get(prop)
+
+    def read(self):
+      import time
+      now = time.perf_counter()
+      self.next_time = (now if self.next_time is None else self.next_time) + 1 / 30
+      if self.next_time > now:
+        time.sleep(self.next_time - now)
+      return self.capture.read()
+
+    def release(self):
+      self.capture.release()
+
+  monkeypatch.setattr(cv2, "VideoCapture", PlayedCamera)
+  kept = []
+
+  def features(frame):
+    kept.append(frame.copy())
+    return _fake_features(frame)
+
+  monkeypatch.setattr(assess, "make_frame_features",
+                      lambda loaded, options: contextlib.nullcontext(features))
+  out = tmp_path / "out"
+  status = assess.main(["--online", "0", "--model", str(causal_model), "--out",
+                        str(out), "--max-frames", "20", "--stable-seconds", "0"])
+  captured = capsys.readouterr()
+  assert status == 0, captured.err
+  assert len(kept) == 20 and "frames/s" in captured.err
+  # RGB, not BGR: the first kept frame is the clip's first frame as hhjax decodes it.
+  first = next(video_lib.iter_frames(REAL_CLIP, short_side=None, crop=None))[0]
+  rgb_error = np.abs(kept[0].astype(float) - first).mean()
+  bgr_error = np.abs(kept[0][..., ::-1].astype(float) - first).mean()
+  assert rgb_error < 3.0 < bgr_error
+  # Thinned to about every third frame of the 30 fps camera: 20 kept frames span about
+  # 2 s of the clip, not 0.7 s.
+  decoded = np.concatenate(list(video_lib.iter_frames(
+      REAL_CLIP, short_side=None, crop=None, max_frames=90)))
+  last = int(np.argmin([np.abs(kept[-1].astype(float) - f).mean() for f in decoded]))
+  assert 40 <= last <= 66, last        # unthinned it would be 19
+  # The report: the streaming model on the features of exactly these frames.
+  loaded = export.load(causal_model)
+  feats = np.stack([_fake_features(f) for f in kept])
+  streamed = stream_video(loaded.model, loaded.params, feats[::2], stats=loaded.stats)
+  want = pipeline.upsample(streamed["labels"], 2, len(kept))
+  report = json.loads((out / "camera0.json").read_text())
+  assert report["video"]["frames"] == 20 and report["video"]["fps"] == FPS
+  got = np.zeros(len(kept), np.int64)
+  for s in report["steps"]:
+    for a, b in s["segments_s"]:
+      got[round(a * FPS):round(b * FPS)] = s["step"]
+  np.testing.assert_array_equal(got, want)
