@@ -177,6 +177,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.frames.hand_crop = 64             # cut-out side, original pixels
   config.frames.hand_size = 32             # cut-outs resized to this squared
   config.frames.dropout = 0.5
+  config.frames.backbone_weights = ""      # torchvision ResNet checkpoint (.pth/.npz)
+  config.frames.hand_weights = ""          # the same, for the hand stream
 
   config.baseline = ml_collections.ConfigDict()
   config.baseline.handpose = True          # classify, frames: the hand-pose row
@@ -1115,6 +1117,30 @@ def build_frame_model(config) -> hand_guided.HandGuidedTSM:
       num_segments=config.data.clip_length, fusion=f.fusion, dropout=f.dropout)
 
 
+def load_frame_weights(variables: Mapping[str, Any], frames_config) -> dict[str, Any]:
+  """`frames.backbone_weights` and `frames.hand_weights` (torchvision ResNet
+  checkpoints) put into the two streams of a HandGuidedTSM's variables.
+
+  Raises:
+    ValueError: hand weights without a ResNet hand stream, or a checkpoint that does
+      not fit (`load_backbone_weights`).
+  """
+  from hhjax.models.backbones import resnet  # noqa: PLC0415
+  f = frames_config
+  out = dict(variables)
+  for field, submodule, depth in (("backbone_weights", "backbone", f.backbone_depth),
+                                  ("hand_weights", "hand", f.hand_depth)):
+    path = f.get(field, "")
+    if not path:
+      continue
+    if submodule == "hand" and not (f.use_hand_stream and f.hand_depth):
+      raise ValueError("config.frames.hand_weights needs a ResNet hand stream "
+                       "(frames.use_hand_stream=True, frames.hand_depth > 0)")
+    out = load_backbone_weights(out, submodule, f"resnet{depth}", path,
+                                resnet.ResNet(depth), f"frames.{field}")
+  return out
+
+
 def _frame_window_inputs(cache: FrameCache, hands: Mapping[str, HandInputs] | None,
                          paths, config):
   """items (clip name, start, contrast factor) -> (inputs tuple, mask (B, L)):
@@ -1182,6 +1208,7 @@ def frames_fold(config, fold: int, held_out: Sequence[str], clips, paths,
   fold_key = jax.random.fold_in(jax.random.key(config.seed), fold)
   init_key, dropout_key = jax.random.split(fold_key)
   variables = init_variables(model, init_key, make([(first, 0, 1.0)])[0])
+  variables = load_frame_weights(variables, config.frames)
   rng = np.random.default_rng([config.seed, fold])
   batches = _frame_training_windows(make, cache, paths, train_clips, config, rng)
   variables = train(model, variables, "frames", config, batches, dropout_key,

@@ -533,3 +533,33 @@ def test_frames_ablation_without_shift_or_hands_needs_no_features(tiny, tmp_path
                      (dict(fusion="sum"), "config.frames.fusion='sum'")):
     with pytest.raises(ValueError, match=re.escape(match)):
       clips_lib.check_config(_frames_config(tiny, **bad))
+
+
+def test_torchvision_resnets_fill_both_streams_of_the_frames_model(tmp_path):
+  import jax  # noqa: PLC0415
+  from hhjax.models.backbones import resnet, torchvision_weights  # noqa: PLC0415
+  shapes = torchvision_weights.expected_shapes("resnet18", resnet.ResNet(18))
+  rng = np.random.default_rng(0)
+  for name in ("frames", "hands"):
+    state = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    np.savez(tmp_path / f"{name}.npz", **state)
+  config = clips_lib.get_config()
+  config.data.clip_length = 2
+  config.frames.backbone_weights = str(tmp_path / "frames.npz")
+  config.frames.hand_weights = str(tmp_path / "hands.npz")
+  model = clips_lib.build_frame_model(config)
+  inputs = (np.zeros((1, 2, 32, 32, 3), np.float32), np.zeros((1, 2, 2, 16, 16, 3),
+            np.float32), np.full((1, 2, 2, 4), 0.25, np.float32),
+            np.ones((1, 2, 2), np.float32))
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs))
+  variables = clips_lib.load_frame_weights(abstract, config.frames)
+  for name, submodule in (("frames", "backbone"), ("hands", "hand")):
+    state = np.load(tmp_path / f"{name}.npz")
+    np.testing.assert_array_equal(variables["params"][submodule]["conv1"]["kernel"],
+                                  state["conv1.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        variables["batch_stats"][submodule]["bn1"]["mean"], state["bn1.running_mean"])
+  assert variables["params"]["classifier"] is abstract["params"]["classifier"]
+  config.frames.use_hand_stream = False
+  with pytest.raises(ValueError, match="frames.hand_weights needs a ResNet hand stream"):
+    clips_lib.load_frame_weights(abstract, config.frames)
