@@ -228,7 +228,7 @@ def _cut_out_fn(size: int):
 
 
 def hand_cut_outs(frames: np.ndarray, centres: np.ndarray, crop: int, size: int
-                  ) -> np.ndarray:
+                  ) -> tuple[np.ndarray, np.ndarray]:
   """Each hand's high-resolution cut-out of original frames.
 
   Args:
