@@ -942,13 +942,14 @@ def check_frame_counts(clips, paths, cache: FrameCache,
                        features: Mapping[str, np.ndarray]) -> None:
   """Raises ClipsError naming every clip whose decoded frame count differs from its
   hand-pose feature count (a frame and its feature row would not be the same frame)."""
-  bad = []
-  for clip in clips:
-    sampled = cache.get(paths[clip.name])
-    t = features[clip.name].shape[1]
-    if t != sampled.num_frames:
-      bad.append(f"{clip.name} ({sampled.num_frames} decoded frames, {t} feature "
-                 "columns)")
+  _raise_count_mismatches([(clip.name, cache.get(paths[clip.name]).num_frames,
+                            features[clip.name].shape[1]) for clip in clips])
+
+
+def _raise_count_mismatches(counts: Sequence[tuple[str, int, int]]) -> None:
+  """ClipsError naming every (clip, decoded frames, feature columns) that differ."""
+  bad = [f"{name} ({decoded} decoded frames, {columns} feature columns)"
+         for name, decoded, columns in counts if decoded != columns]
   if bad:
     raise compose.ClipsError("frame count and hand-pose feature count differ for "
                              "clip(s): " + "; ".join(bad))
@@ -1092,7 +1093,7 @@ def load_hand_inputs(clips, paths, features: Mapping[str, np.ndarray], config
     ClipsError: naming every clip whose decoded frame count differs from its
       hand-pose feature count.
   """
-  out, bad = {}, []
+  out, counts = {}, []
   for clip in clips:
     got = decode_hand_inputs(paths[clip.name], config.data.frame_stride,
                              features[clip.name], config.frames.hand_crop,
@@ -1100,11 +1101,8 @@ def load_hand_inputs(clips, paths, features: Mapping[str, np.ndarray], config
     if isinstance(got, HandInputs):
       out[clip.name] = got
     else:
-      bad.append(f"{clip.name} ({got} decoded frames, {features[clip.name].shape[1]} "
-                 "feature columns)")
-  if bad:
-    raise compose.ClipsError("frame count and hand-pose feature count differ for "
-                             "clip(s): " + "; ".join(bad))
+      counts.append((clip.name, got, features[clip.name].shape[1]))
+  _raise_count_mismatches(counts)
   return out
 
 
