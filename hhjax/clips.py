@@ -82,8 +82,12 @@ video is decoded afresh. Outputs in the workdir: `results.json` (per fold and me
 sd over the folds for every row, with the config), `results.md` (the table),
 `fold<k>/predictions.json` (classify: per clip and row, the prediction and, for the
 model, the averaged logits) or `fold<k>/predictions.npz` (localise and frames: per
-frame) and
-`fold<k>/train_log.jsonl`.
+frame),
+`fold<k>/train_log.jsonl` and `fold<k>/result.json` (the fold's figures with the
+config that made them). Folds may be run apart into one workdir (`--folds 0,3` after
+`--folds 1,2`): the table gathers every finished fold there whose config matches in
+all but `RESULT_SAFE_FIELDS` and whose held-out people are the same; a fold made with
+other settings is left out, with a line naming the fields that differ.
 """
 
 from __future__ import annotations
@@ -1331,6 +1335,72 @@ def write_results(workdir: pathlib.Path, config, folds: Sequence[dict]
   return summary
 
 
+# Fields that change neither what a fold trains nor what it is scored on: a fold run
+# with other values of these is still read back into the table.
+RESULT_SAFE_FIELDS = ("data.cache_dir", "log_every_steps", "eval_batch_size",
+                      "compilation_cache_dir")
+FOLD_RESULT_FILE = "result.json"
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def settings_conflicts(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+  """`field: saved -> now` for every config field whose change alters a fold's result
+  (all but `RESULT_SAFE_FIELDS`)."""
+  a, b = _flat(saved), _flat(now)
+  return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+          for k in sorted(set(a) | set(b))
+          if k not in RESULT_SAFE_FIELDS and a.get(k, "<absent>") != b.get(k, "<absent>")]
+
+
+def write_fold_result(fold_dir: pathlib.Path, config, result: Mapping[str, Any]) -> None:
+  """`fold_dir/result.json`: the fold's result with the config that made it."""
+  path = fold_dir / FOLD_RESULT_FILE
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(dict(result=result, config=json.loads(
+      config.to_json_best_effort())), indent=2))
+  os.replace(tmp, path)
+
+
+def earlier_folds(workdir: pathlib.Path, config, groups: Sequence[Sequence[str]],
+                  skip: Sequence[int]) -> dict[int, dict[str, Any]]:
+  """Finished folds in `workdir` (not in `skip`) that earlier runs made with the same
+  settings and held-out people: {fold: result}. Each fold found prints one line:
+  read back, or left out of the table with the fields that differ."""
+  found = {}
+  now = json.loads(config.to_json_best_effort())
+  for k, people in enumerate(groups):
+    path = workdir / f"fold{k}" / FOLD_RESULT_FILE
+    if k in skip or not path.is_file():
+      continue
+    try:
+      saved = json.loads(path.read_text())
+      result, saved_config = saved["result"], saved["config"]
+    except (ValueError, KeyError, TypeError) as e:
+      print(f"fold {k}: {path} is not a fold result ({e}); left out of the table",
+            flush=True)
+      continue
+    conflicts = settings_conflicts(saved_config, now)
+    if list(result.get("test_people", ())) != list(people):
+      conflicts.append(f"held-out people: {result.get('test_people')} -> {list(people)}")
+    if conflicts:
+      print(f"fold {k}: {path} was run with other settings, left out of the table: "
+            + "; ".join(conflicts[:6]) + (" ..." if len(conflicts) > 6 else ""),
+            flush=True)
+      continue
+    print(f"fold {k}: read back from {path} (same settings)", flush=True)
+    found[k] = result
+  return found
+
+
 def _fold_line(result: Mapping[str, Any], names: Mapping[str, str]) -> str:
   parts = []
   for row, metrics in result["results"].items():
@@ -1403,9 +1473,13 @@ def run(config, workdir: str | os.PathLike, folds: Sequence[int] | None = None
                            features if config.baseline.handpose else None, fold_dir)
     else:
       result = localise_fold(config, k, groups[k], clips, data, fold_dir)
+    write_fold_result(fold_dir, config, result)
     names = names or row_names(config, list(result["results"]))
     print(_fold_line(result, names), flush=True)
     results.append(result)
+  earlier = earlier_folds(workdir, config, groups, chosen)
+  if earlier:
+    results = sorted([*results, *earlier.values()], key=lambda r: r["fold"])
   summary = write_results(workdir, config, results)
   print(format_markdown(summary), flush=True)
   return summary

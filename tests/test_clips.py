@@ -563,3 +563,39 @@ def test_torchvision_resnets_fill_both_streams_of_the_frames_model(tmp_path):
   config.frames.use_hand_stream = False
   with pytest.raises(ValueError, match="frames.hand_weights needs a ResNet hand stream"):
     clips_lib.load_frame_weights(abstract, config.frames)
+
+
+def test_folds_run_apart_into_one_workdir_make_one_table_of_same_settings(
+    tiny, tmp_path, capsys):
+  config = _config(tiny, "localise", frame_stride=3)
+  config.batch_size = 4
+  work = tmp_path / "run"
+  first = clips_lib.run(config, work, folds=[0])["folds"][0]
+  saved = json.loads((work / "fold0" / "result.json").read_text())
+  assert saved["result"] == first and saved["config"]["task"] == "localise"
+  capsys.readouterr()
+  # Fold 1 alone, later, into the same workdir: the table holds both folds.
+  config.log_every_steps = 2                     # changes no result
+  summary = clips_lib.run(config, work, folds=[1])
+  assert f"fold 0: read back from {work / 'fold0' / 'result.json'}" in (
+      capsys.readouterr().out)
+  assert [f["fold"] for f in summary["folds"]] == [0, 1]
+  assert summary["folds"][0] == first
+  on_disk = json.loads((work / "results.json").read_text())
+  assert on_disk["mean_sd"]["model"]["f1@0.1"]["folds"] == 2
+  assert on_disk["mean_sd"]["model"]["f1@0.1"]["mean"] == pytest.approx(np.mean(
+      [f["results"]["model"]["f1@0.1"] for f in summary["folds"]]))
+  assert "fold 0 (a, c)" in (work / "results.md").read_text()
+  # Other settings: fold 0 is left out, naming the field, and its file is kept.
+  config.learning_rate = 5e-4
+  summary = clips_lib.run(config, work, folds=[1])
+  out = capsys.readouterr().out
+  assert "fold 0:" in out and "other settings" in out
+  assert "learning_rate: 0.001 -> 0.0005" in out
+  assert [f["fold"] for f in summary["folds"]] == [1]
+  assert (work / "fold0" / "result.json").read_text() == json.dumps(saved, indent=2)
+  # A damaged file is named and left out, not a crash.
+  (work / "fold0" / "result.json").write_text("{")
+  summary = clips_lib.run(config, work, folds=[1])
+  assert "is not a fold result" in capsys.readouterr().out
+  assert [f["fold"] for f in summary["folds"]] == [1]
