@@ -38,6 +38,7 @@ def user_errors():
   except (FileNotFoundError, FloatingPointError) as e:
     sys.exit(f"error: {e}")
   except ValueError as e:
-    if not str(e).startswith("config") and not type(e).__name__.startswith("Stale"):
+    if not (str(e).startswith("config") or type(e).__name__.startswith("Stale")
+            or isinstance(e, loop.ConfigMismatchError)):
       raise
     sys.exit(f"error: {e}")

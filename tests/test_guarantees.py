@@ -16,6 +16,7 @@ compilation cache beside it (so each start compiles little).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -243,6 +244,40 @@ def test_resume_with_changed_settings_is_refused_unless_allowed(shared, referenc
   assert f"error: config: the checkpoint at step {STEPS + 3}" in res.stderr
   assert "params/segmenter/block_1/attention/out/bias: (8,) -> (16,)" in res.stderr
   assert "--workdir" in res.stderr
+
+
+def test_resume_on_changed_training_data_is_refused_unless_allowed(shared, reference,
+                                                                   tmp_path, capsys):
+  workdir = tmp_path / "run"
+  shutil.copytree(reference, workdir)
+  before = sorted(_checkpoint_entries(workdir))
+  saved = json.loads((workdir / loop.TRAIN_DATA_FILE).read_text())
+  config = _tiny(shared["data_dir"])
+  train = splits.load_split(config, config.dataset.train_split)
+  want = splits.split_fingerprint(config, train)
+  assert saved == {k: v for k, v in want.items() if k != "manual_dir"}
+  # The same split with one frame relabelled (as washes composed afresh would be).
+  labels = [np.array(l) for l in train.labels]
+  labels[-1][0] = (labels[-1][0] + 1) % 7
+  changed = dataclasses.replace(train, labels=labels)
+  with pytest.raises(loop.ConfigMismatchError, match="other data") as err:
+    loop.check_resume_data(config, workdir, True, changed)
+  assert f"digest: {saved['digest']!r} -> " in str(err.value)
+  assert "videos" not in str(err.value)          # only what differs is named
+  loop.check_resume_data(config, workdir, True, train)   # unchanged: resumes
+  # Through the command: refused, nothing written, no traceback.
+  (workdir / loop.TRAIN_DATA_FILE).write_text(json.dumps(dict(saved, videos=1)))
+  res = _run(shared, workdir)
+  assert res.returncode == 1, res.stderr[-3000:]
+  assert "Traceback" not in res.stderr
+  assert f"videos: 1 -> {saved['videos']}" in res.stderr
+  assert sorted(_checkpoint_entries(workdir)) == before
+  # Allowed: resumes, and the change is recorded.
+  config.allow_resume_changes = True
+  loop.check_resume_data(config, workdir, True, train)
+  assert "resuming on changed training data" in capsys.readouterr().out
+  line = json.loads((workdir / "config_changes.jsonl").read_text().splitlines()[-1])
+  assert line["data_changes"] == [f"videos: 1 -> {saved['videos']}"]
 
 
 def test_num_train_steps_is_safe_only_with_a_constant_learning_rate():

@@ -8,7 +8,8 @@
   partial logging window, every `checkpoint_every_steps` steps and at the end;
 * `metrics.jsonl` (and TensorBoard event files in `tensorboard/`): `train/*` means at
   every log step, `eval/*` at every evaluation;
-* `config.json` (the config of the run's first start), `predictions.jsonl` and
+* `config.json` (the config of the run's first start) and `train_data.json` (what its
+  training split held, checked on resume); `predictions.jsonl` and
   `eval_results.json` at the end; `feature_stats.npz` when inputs are standardised;
 * `export/` at the end: the model folder `python -m hhjax.assess --model` reads
   (`hhjax.export`).
@@ -24,7 +25,9 @@ What it guarantees (docs/GUARANTEES.md has the tests):
   twice.
 * **No mixed runs.** A resumed run compares its config with the saved `config.json`
   and refuses a change that would mix two runs (data, model, loss, optimiser, seed),
-  naming the fields, unless `config.allow_resume_changes` is set; a checkpoint whose
+  naming the fields, unless `config.allow_resume_changes` is set; likewise training
+  data that changed under it (other videos, lengths or labels in the training split,
+  recorded in `train_data.json`); a checkpoint whose
   arrays cannot hold the configured state is refused even then, naming the arrays.
 * **No bad checkpoints.** Losses and gradient norms are checked for NaN/inf before
   every checkpoint (and at every log step); a non-finite value stops the run, naming
@@ -59,6 +62,7 @@ from hhjax.models.joint import create_model
 from hhjax.training import checkpointing, metric_writers, state as state_lib, steps
 
 CONFIG_FILE = "config.json"
+TRAIN_DATA_FILE = "train_data.json"
 TIMELINE_FILE = "timeline.png"
 
 
@@ -102,6 +106,47 @@ def check_resume_config(config, workdir: pathlib.Path, resuming: bool) -> None:
       f"config: {workdir} holds a run with other settings, and resuming it with these "
       "would mix two runs:\n  " + "\n  ".join(conflicts) + "\nUse a new --workdir, or "
       "pass --config.allow_resume_changes=True to resume anyway.")
+
+
+def check_resume_data(config, workdir: pathlib.Path, resuming: bool,
+                      train: splits.SplitData) -> None:
+  """Writes `train_data.json` (what the training split holds) on a fresh start; on
+  resume compares the split read now against it.
+
+  What is compared: the data set, split and streams, the feature size, and a digest
+  of every training video's name, length and frame labels (`splits.split_fingerprint`
+  without the manual directory's path, so a moved folder still resumes). Features
+  rewritten in place with the same videos and labels are not seen here.
+
+  Raises:
+    ConfigMismatchError: the training data changed since the run started (e.g. washes
+      composed afresh into the same folder), naming what differs.
+  """
+  path = workdir / TRAIN_DATA_FILE
+  now = splits.split_fingerprint(config, train)
+  now.pop("manual_dir")
+  if not resuming or not path.exists():
+    if jax.process_index() == 0:
+      path.write_text(json.dumps(now, indent=2))
+    return
+  saved = json.loads(path.read_text())
+  changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items()
+             if saved.get(k) != v]
+  if not changed:
+    return
+  if config.allow_resume_changes:
+    if jax.process_index() == 0:
+      with (workdir / "config_changes.jsonl").open("a") as f:
+        f.write(json.dumps({"time": time.time(), "data_changes": changed}) + "\n")
+    print("resuming on changed training data (config.allow_resume_changes): "
+          + "; ".join(changed), flush=True)
+    return
+  raise ConfigMismatchError(
+      f"data: {workdir} holds a run trained on other data than "
+      f"{config.dataset.name}/{config.dataset.config} split "
+      f"{config.dataset.train_split!r} now holds, and resuming it would mix the two:\n  "
+      + "\n  ".join(changed) + "\nUse a new --workdir, or pass "
+      "--config.allow_resume_changes=True to resume anyway.")
 
 
 def check_scores_in_range(config, data: splits.SplitData) -> None:
@@ -323,6 +368,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   test = splits.load_split(config, config.dataset.eval_split)
   for data in (train, test):
     check_scores_in_range(config, data)
+  check_resume_data(config, workdir, resuming, train)
   if jax.process_index() == 0:
     print(f"data: {config.dataset.name}/{config.dataset.config}: "
           f"{len(train.lengths)} train / {len(test.lengths)} "
