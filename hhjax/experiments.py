@@ -714,6 +714,30 @@ def check_finished_config(config, workdir: pathlib.Path) -> None:
                    "move that folder away to retrain it.")
 
 
+def check_finished_data(config, workdir: pathlib.Path) -> None:
+  """Raises StaleRun when the training split `config` names no longer holds the data
+  the finished run in `workdir` was trained on (`train_data.json`: other videos,
+  lengths or labels, e.g. washes composed afresh), naming what differs. Runs of an
+  older hhjax recorded nothing and pass."""
+  from hhjax.data import splits  # noqa: PLC0415
+  from hhjax.training import loop  # noqa: PLC0415
+  if not (workdir / loop.TRAIN_DATA_FILE).exists():
+    return
+  key = json.dumps([config.dataset.to_dict(), config.dataset.train_split], default=str)
+  if key not in _TRAIN_SPLITS:
+    _TRAIN_SPLITS[key] = splits.load_split(config, config.dataset.train_split)
+  changed = loop.training_data_changes(workdir, config, _TRAIN_SPLITS[key])
+  if changed:
+    raise StaleRun(f"{workdir} holds a finished run trained on other data than "
+                   f"split {config.dataset.train_split!r} now holds:\n  "
+                   + "\n  ".join(changed) + "\nUse another --out, or move that folder "
+                   "away to retrain it.")
+
+
+# Training splits read by check_finished_data in this process, by dataset settings.
+_TRAIN_SPLITS: dict[str, Any] = {}
+
+
 def run_one(config, workdir: pathlib.Path, log=print,
             may_train: bool = True) -> tuple[dict, float, bool]:
   """(metrics, seconds, reused) of one training run; a finished run is read back.
@@ -722,6 +746,7 @@ def run_one(config, workdir: pathlib.Path, log=print,
   done = _read_results(workdir)
   if done is not None:
     check_finished_config(config, workdir)
+    check_finished_data(config, workdir)
     timing = workdir / "experiment_time.json"
     seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else math.nan
     return done, seconds, True

@@ -78,6 +78,16 @@ def test_table_runs_rows_writes_files_and_skips_finished_rows(tmp_path, monkeypa
   again = experiments.run_table("12", "tiny", [0], "full", out, base=base,
                                 log=lambda *_: None)
   assert again["rows"] == result["rows"]
+  # A finished run whose training data has changed since is not read back.
+  run = out / "runs" / experiments.dataset_slug("tiny") / "full" / saved["rows"][0][
+      "key"] / "seed0"
+  recorded = (run / "train_data.json").read_text()
+  (run / "train_data.json").write_text(json.dumps(dict(json.loads(recorded), videos=1)))
+  with pytest.raises(experiments.StaleRun, match="trained on other data") as err:
+    experiments.run_table("12", "tiny", [0], "full", out, base=base,
+                          log=lambda *_: None)
+  assert "videos: 1 -> " in str(err.value)
+  (run / "train_data.json").write_text(recorded)
   # --rows: only the chosen rows may train; the others are listed only when finished.
   partial = experiments.run_table("13", "tiny", [0], "full", out, base=base,
                                   log=lambda *_: None, rows_wanted=["learnable"])

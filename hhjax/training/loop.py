@@ -108,6 +108,26 @@ def check_resume_config(config, workdir: pathlib.Path, resuming: bool) -> None:
       "pass --config.allow_resume_changes=True to resume anyway.")
 
 
+def train_data_fingerprint(config, train: splits.SplitData) -> dict:
+  """What `train_data.json` records: `splits.split_fingerprint` without the manual
+  directory's path."""
+  now = splits.split_fingerprint(config, train)
+  now.pop("manual_dir")
+  return now
+
+
+def training_data_changes(workdir: pathlib.Path, config, train: splits.SplitData
+                          ) -> list[str] | None:
+  """`field: saved -> now` for each way `train` differs from the training data the run
+  in `workdir` recorded; None when it recorded none (a run of an older hhjax)."""
+  path = pathlib.Path(workdir) / TRAIN_DATA_FILE
+  if not path.exists():
+    return None
+  saved = json.loads(path.read_text())
+  return [f"{k}: {saved.get(k)!r} -> {v!r}"
+          for k, v in train_data_fingerprint(config, train).items() if saved.get(k) != v]
+
+
 def check_resume_data(config, workdir: pathlib.Path, resuming: bool,
                       train: splits.SplitData) -> None:
   """Writes `train_data.json` (what the training split holds) on a fresh start; on
@@ -123,15 +143,11 @@ def check_resume_data(config, workdir: pathlib.Path, resuming: bool,
       composed afresh into the same folder), naming what differs.
   """
   path = workdir / TRAIN_DATA_FILE
-  now = splits.split_fingerprint(config, train)
-  now.pop("manual_dir")
   if not resuming or not path.exists():
     if jax.process_index() == 0:
-      path.write_text(json.dumps(now, indent=2))
+      path.write_text(json.dumps(train_data_fingerprint(config, train), indent=2))
     return
-  saved = json.loads(path.read_text())
-  changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items()
-             if saved.get(k) != v]
+  changed = training_data_changes(workdir, config, train)
   if not changed:
     return
   if config.allow_resume_changes:
