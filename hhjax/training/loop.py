@@ -95,17 +95,26 @@ def check_resume_config(config, workdir: pathlib.Path, resuming: bool) -> None:
   conflicts = config_lib.resume_conflicts(saved, now)
   if not conflicts:
     return
+  _allow_or_refuse(config, workdir, "changes", conflicts, "with changed settings",
+                   f"config: {workdir} holds a run with other settings, and resuming it "
+                   "with these would mix two runs")
+
+
+def _allow_or_refuse(config, workdir: pathlib.Path, record: str, changes: list[str],
+                     resuming_what: str, refusal: str) -> None:
+  """With `config.allow_resume_changes`: appends `{record: changes}` to
+  `config_changes.jsonl` and says so; else raises ConfigMismatchError(`refusal`, the
+  changes, the way out)."""
   if config.allow_resume_changes:
     if jax.process_index() == 0:
       with (workdir / "config_changes.jsonl").open("a") as f:
-        f.write(json.dumps({"time": time.time(), "changes": conflicts}) + "\n")
-    print("resuming with changed settings (config.allow_resume_changes): "
-          + "; ".join(conflicts), flush=True)
+        f.write(json.dumps({"time": time.time(), record: changes}) + "\n")
+    print(f"resuming {resuming_what} (config.allow_resume_changes): "
+          + "; ".join(changes), flush=True)
     return
   raise ConfigMismatchError(
-      f"config: {workdir} holds a run with other settings, and resuming it with these "
-      "would mix two runs:\n  " + "\n  ".join(conflicts) + "\nUse a new --workdir, or "
-      "pass --config.allow_resume_changes=True to resume anyway.")
+      refusal + ":\n  " + "\n  ".join(changes) + "\nUse a new --workdir, or pass "
+      "--config.allow_resume_changes=True to resume anyway.")
 
 
 def train_data_fingerprint(config, train: splits.SplitData) -> dict:
@@ -150,19 +159,11 @@ def check_resume_data(config, workdir: pathlib.Path, resuming: bool,
   changed = training_data_changes(workdir, config, train)
   if not changed:
     return
-  if config.allow_resume_changes:
-    if jax.process_index() == 0:
-      with (workdir / "config_changes.jsonl").open("a") as f:
-        f.write(json.dumps({"time": time.time(), "data_changes": changed}) + "\n")
-    print("resuming on changed training data (config.allow_resume_changes): "
-          + "; ".join(changed), flush=True)
-    return
-  raise ConfigMismatchError(
-      f"data: {workdir} holds a run trained on other data than "
-      f"{config.dataset.name}/{config.dataset.config} split "
-      f"{config.dataset.train_split!r} now holds, and resuming it would mix the two:\n  "
-      + "\n  ".join(changed) + "\nUse a new --workdir, or pass "
-      "--config.allow_resume_changes=True to resume anyway.")
+  _allow_or_refuse(config, workdir, "data_changes", changed, "on changed training data",
+                   f"data: {workdir} holds a run trained on other data than "
+                   f"{config.dataset.name}/{config.dataset.config} split "
+                   f"{config.dataset.train_split!r} now holds, and resuming it would "
+                   "mix the two")
 
 
 def check_scores_in_range(config, data: splits.SplitData) -> None:
