@@ -1305,7 +1305,8 @@ def format_markdown(summary: Mapping[str, Any]) -> str:
     setting = (f"frame stride {d['frame_stride']}, "
                f"{d['frame_size']}x{d['frame_size']}")
   lines = [f"# {title}", "",
-           f"Leave-people-out over {d['num_folds']} folds ({len(folds)} run here); "
+           f"Leave-people-out over {d['num_folds']} folds"
+           f"{'' if len(folds) == d['num_folds'] else f' ({len(folds)} in this table)'}; "
            f"{unit}; {setting}; {config['num_train_steps']} steps of batch "
            f"{config['batch_size']}, Adam lr {config['learning_rate']:g}, seed "
            f"{config['seed']}.", ""]

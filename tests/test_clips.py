@@ -585,7 +585,8 @@ def test_folds_run_apart_into_one_workdir_make_one_table_of_same_settings(
   assert on_disk["mean_sd"]["model"]["f1@0.1"]["folds"] == 2
   assert on_disk["mean_sd"]["model"]["f1@0.1"]["mean"] == pytest.approx(np.mean(
       [f["results"]["model"]["f1@0.1"] for f in summary["folds"]]))
-  assert "fold 0 (a, c)" in (work / "results.md").read_text()
+  table = (work / "results.md").read_text()
+  assert "fold 0 (a, c)" in table and "over 2 folds;" in table
   # Other settings: fold 0 is left out, naming the field, and its file is kept.
   config.learning_rate = 5e-4
   summary = clips_lib.run(config, work, folds=[1])
@@ -593,6 +594,7 @@ def test_folds_run_apart_into_one_workdir_make_one_table_of_same_settings(
   assert "fold 0:" in out and "other settings" in out
   assert "learning_rate: 0.001 -> 0.0005" in out
   assert [f["fold"] for f in summary["folds"]] == [1]
+  assert "over 2 folds (1 in this table);" in (work / "results.md").read_text()
   assert (work / "fold0" / "result.json").read_text() == json.dumps(saved, indent=2)
   # A damaged file is named and left out, not a crash.
   (work / "fold0" / "result.json").write_text("{")
