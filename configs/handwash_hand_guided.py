@@ -18,17 +18,15 @@ with the same clips, style and seed gives the same washes, frame for frame, as t
 hand-pose layout, so the two streams are compared on identical labels.
 """
 
-import importlib.util
 import pathlib
+
+from hhjax import config as config_lib
 
 _REAL = pathlib.Path(__file__).with_name("handwash_real.py")
 
 
 def get_config():
-  spec = importlib.util.spec_from_file_location("handwash_real", _REAL)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = config_lib.from_file(_REAL)
   config.dataset.manual_dir = "data/handwash_hg"
   config.dataset.data_dir = "data/handwash_hg/tfds"
   return config

@@ -14,17 +14,15 @@ that training went as expected; the cross-validated figures in docs/HANDWASH.md 
 docs/EXPERIMENTS.md are the ones to quote.
 """
 
-import importlib.util
 import pathlib
+
+from hhjax import config as config_lib
 
 _REAL = pathlib.Path(__file__).with_name("handwash_real.py")
 
 
 def get_config():
-  spec = importlib.util.spec_from_file_location("handwash_real", _REAL)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = config_lib.from_file(_REAL)
   config.dataset.train_split = "fold0+fold1+fold2+fold3"
   config.dataset.eval_split = "whole0+whole1+whole2+whole3"
   config.num_train_steps = 800

@@ -8,17 +8,15 @@ label a video while it is recorded (`hhjax.inference.streaming`, docs/ONLINE.md)
 the offline one, which sees the whole video.
 """
 
-import importlib.util
 import pathlib
+
+from hhjax import config as config_lib
 
 
 def _offline_config():
   """configs/hha300_synthetic.py's config (loaded by path: configs/ is no package)."""
-  path = pathlib.Path(__file__).resolve().with_name("hha300_synthetic.py")
-  spec = importlib.util.spec_from_file_location("hha300_synthetic", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return config_lib.from_file(
+      pathlib.Path(__file__).resolve().with_name("hha300_synthetic.py"))
 
 
 def get_config():

@@ -49,7 +49,6 @@ import argparse
 import dataclasses
 import datetime
 import functools
-import importlib.util
 import itertools
 import json
 import math
@@ -504,10 +503,8 @@ def run_model(args) -> list[dict]:
 
 def load_config(path: str):
   """Loads an ml_collections config file (a module with `get_config()`)."""
-  spec = importlib.util.spec_from_file_location("hhjax_bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  from hhjax import config as config_lib  # noqa: PLC0415
+  return config_lib.from_file(path)
 
 
 def random_batch(batch: int, length: int, feature_dim: int, num_classes: int,

@@ -8,6 +8,7 @@ change would mix two runs in one workdir.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pathlib
 
@@ -173,6 +174,15 @@ def _flat(tree, prefix=""):
     else:
       out[prefix + k] = list(v) if isinstance(v, tuple) else v
   return out
+
+
+def from_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file, loaded by path (`configs/` is no package)."""
+  path = pathlib.Path(path)
+  spec = importlib.util.spec_from_file_location(f"hhjax_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def resume_conflicts(saved: dict, new: dict, finished: bool = False) -> list[str]:

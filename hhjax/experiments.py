@@ -66,7 +66,6 @@ import ast
 import copy
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import math
 import pathlib
@@ -458,10 +457,8 @@ BUDGETS = {
 # ------------------------------------------------------------------------ configs
 
 def load_config_file(path: str | pathlib.Path):
-  spec = importlib.util.spec_from_file_location("experiment_config", str(path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  from hhjax import config as config_lib  # noqa: PLC0415
+  return config_lib.from_file(path)
 
 
 def base_config(dataset: str, data_dir: str | None = None):

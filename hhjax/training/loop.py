@@ -53,7 +53,6 @@ from absl import logging
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
-import numpy as np
 
 from hhjax import config as config_lib
 from hhjax import evaluation, reporting
