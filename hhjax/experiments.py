@@ -720,7 +720,8 @@ def check_finished_data(config, workdir: pathlib.Path) -> None:
   from hhjax.training import loop  # noqa: PLC0415
   if not (workdir / loop.TRAIN_DATA_FILE).exists():
     return
-  key = json.dumps([config.dataset.to_dict(), config.dataset.train_split], default=str)
+  d = config.dataset
+  key = json.dumps([d.name, d.config, d.data_dir, d.manual_dir, d.streams, d.train_split])
   if key not in _TRAIN_SPLITS:
     _TRAIN_SPLITS[key] = splits.load_split(config, config.dataset.train_split)
   changed = loop.training_data_changes(workdir, config, _TRAIN_SPLITS[key])
@@ -731,7 +732,8 @@ def check_finished_data(config, workdir: pathlib.Path) -> None:
                    "away to retrain it.")
 
 
-# Training splits read by check_finished_data in this process, by dataset settings.
+# Training splits read by check_finished_data in this process, by the dataset fields
+# that choose them (evaluation-time fields such as `eval_view` share one read).
 _TRAIN_SPLITS: dict[str, Any] = {}
 
 
