@@ -110,6 +110,7 @@ import numpy as np
 import optax
 
 from hhjax import cli
+from hhjax import config as config_lib
 from hhjax import handpose
 from hhjax import video as video_lib
 from hhjax.data import compose
@@ -1343,20 +1344,10 @@ RESULT_SAFE_FIELDS = ("data.cache_dir", "log_every_steps", "eval_batch_size",
 FOLD_RESULT_FILE = "result.json"
 
 
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-  return out
-
-
 def settings_conflicts(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
   """`field: saved -> now` for every config field whose change alters a fold's result
   (all but `RESULT_SAFE_FIELDS`)."""
-  a, b = _flat(saved), _flat(now)
+  a, b = config_lib.flatten(saved), config_lib.flatten(now)
   return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
           for k in sorted(set(a) | set(b))
           if k not in RESULT_SAFE_FIELDS and a.get(k, "<absent>") != b.get(k, "<absent>")]

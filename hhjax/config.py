@@ -166,11 +166,13 @@ ABSENT_MEANS = {"dataset.augment": "", "dataset.eval_view": "",
 ABSENT_SECTIONS = ("model.action_net.", "model.sa_rnn.")
 
 
-def _flat(tree, prefix=""):
+def flatten(tree, prefix=""):
+  """{"a.b": value} of a nested dict (a saved config.json); tuples as lists, as JSON
+  gives them back."""
   out = {}
   for k, v in tree.items():
     if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
+      out.update(flatten(v, f"{prefix}{k}."))
     else:
       out[prefix + k] = list(v) if isinstance(v, tuple) else v
   return out
@@ -190,7 +192,7 @@ def resume_conflicts(saved: dict, new: dict, finished: bool = False) -> list[str
 
   `num_train_steps` is safe unless the learning rate decays over it (cosine), or the
   saved run is `finished` and its results are to be read back as the new config's."""
-  old_flat, new_flat = _flat(saved), _flat(new)
+  old_flat, new_flat = flatten(saved), flatten(new)
   safe = set(RESUME_SAFE_FIELDS)
   if finished or new_flat.get("lr_schedule") == "cosine":
     safe.discard("num_train_steps")
