@@ -142,7 +142,18 @@ class ExtractConfig:
     flow_outer: TV-L1 outer iterations, i.e. median filterings per warp (default 10).
     flow_warps: TV-L1 warps per pyramid level (default 5).
     flow_scales: TV-L1 pyramid levels (default 5).
-    decode_chunk: frames decoded at a time.
+    decode_chunk: frames decoded at a time; the TV-L1 flow of a chunk's frame pairs is
+      computed in one call.
+    decode_ahead: chunks decoded ahead in a background thread while the previous one is
+      computed (`hhjax.video.read_ahead`; 0: decode in the calling thread).
+    flow_batch: frame pairs of a chunk whose TV-L1 runs side by side (`jax.vmap`) within
+      that call; the others run one after another (`jax.lax.map`). None: 1 on the CPU,
+      where pairs one at a time are fastest (`docs/FLOW.md`), and every pair of the chunk
+      on an accelerator. One after another gives pair-by-pair calls' flow bit for bit.
+      Side by side is the same arithmetic fused differently, and TV-L1 amplifies
+      rounding at a few pixels (`docs/FLOW.md`, "Sensitivity to rounding"): at OpenCV's
+      defaults, on 8 pairs of a real clip, mean 0.017 px, 1.3 % of pixels by more than
+      0.2 px. Like the device, it is not recorded as a setting.
     grid: 0 (default): one pooled 1024-vector per stream and frame; G >= 1: a G x G
       grid of Mixed_5c cells per stream (`i3d.grid_features`), G * G * 1024 values,
       location-major, for models that attend over locations (the spatial-attention
@@ -165,6 +176,8 @@ class ExtractConfig:
   flow_scales: int = 5
   decode_chunk: int = 32
   grid: int = 0
+  decode_ahead: int = 2
+  flow_batch: int | None = None
 
   def __post_init__(self):
     if self.mode not in ("dense", "fast"):
@@ -177,6 +190,13 @@ class ExtractConfig:
       fast_layout(self.chunk, self.margin)  # validates
     if self.batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if self.decode_chunk < 1:
+      raise ValueError(f"decode_chunk must be >= 1, got {self.decode_chunk}")
+    if self.decode_ahead < 0:
+      raise ValueError(f"decode_ahead must be >= 0, got {self.decode_ahead}")
+    if self.flow_batch is not None and not 1 <= self.flow_batch <= self.decode_chunk:
+      raise ValueError(f"flow_batch must be 1..decode_chunk ({self.decode_chunk}), got "
+                       f"{self.flow_batch}")
     if self.flow_size is not None and self.flow_size < 16:
       raise ValueError(f"flow_size must be >= 16, got {self.flow_size}")
     cells = -(-self.size // 32)   # the Mixed_5c map's side
@@ -429,6 +449,29 @@ def _pair_flow_fn(size: int, flow_size: int, scales: int, warps: int, inner: int
 
 
 @functools.lru_cache(maxsize=None)
+def _chunk_flow_fn(size: int, flow_size: int, scales: int, warps: int, inner: int,
+                   outer: int, flow_batch: int):
+  """Jitted flow inputs of consecutive frames: (n + 1, S, S) uint8 grey -> (n, S, S, 2).
+
+  Pair i is frames (i, i + 1), each as `_pair_flow_fn`; `flow_batch` pairs at a time run
+  side by side (`jax.vmap`), the batches one after another (`jax.lax.map`).
+  """
+  pair = _pair_flow_fn(size, flow_size, scales, warps, inner, outer)
+
+  @jax.jit
+  def fn(grays):
+    return jax.lax.map(lambda ab: pair(*ab), (grays[:-1], grays[1:]),
+                       batch_size=None if flow_batch == 1 else flow_batch)
+
+  return fn
+
+
+def default_flow_batch(decode_chunk: int) -> int:
+  """`ExtractConfig.flow_batch=None`: 1 on the CPU, every pair of a chunk elsewhere."""
+  return 1 if jax.default_backend() == "cpu" else decode_chunk
+
+
+@functools.lru_cache(maxsize=None)
 def _gray_fn():
   return jax.jit(flow_ops.to_gray)
 
@@ -449,23 +492,48 @@ class FeatureExtractor:
     dense = config.mode == "dense"
     self._rgb_fn = _features_fn(_num_classes(rgb_variables), 3, dense, config.grid)
     self._flow_fn = _features_fn(_num_classes(flow_variables), 2, dense, config.grid)
-    self._pair_flow = _pair_flow_fn(config.size, config.flow_size or config.size,
-                                    config.flow_scales, config.flow_warps,
-                                    config.flow_iterations, config.flow_outer)
+    self.flow_batch = config.flow_batch or default_flow_batch(config.decode_chunk)
+    self._chunk_flow = _chunk_flow_fn(config.size, config.flow_size or config.size,
+                                      config.flow_scales, config.flow_warps,
+                                      config.flow_iterations, config.flow_outer,
+                                      self.flow_batch)
     self._gray = _gray_fn()
 
   # -- per-frame inputs ------------------------------------------------------------------
 
+  def chunk_flows(self, grays: np.ndarray) -> np.ndarray:
+    """(n, S, S, 2) flow inputs of the n pairs of (n + 1, S, S) grey frames, one call.
+
+    Calls always hold `decode_chunk` pairs (one compiled shape): a shorter run is padded
+    with copies of its last frame, whose pairs TV-L1 finishes at once, and cut off again.
+    """
+    pairs = grays.shape[0] - 1
+    full = self.config.decode_chunk
+    if not 1 <= pairs <= full:
+      raise ValueError(f"expected 2..{full + 1} grey frames, got {grays.shape[0]}")
+    padded = np.concatenate([grays, np.repeat(grays[-1:], full - pairs, axis=0)])
+    return np.asarray(self._chunk_flow(padded))[:pairs]
+
   def frame_inputs(self, chunks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(rgb (S, S, 3) uint8, flow (S, S, 2) float32 in [-1, 1]) per frame, in order."""
+    """(rgb (S, S, 3) uint8, flow (S, S, 2) float32 in [-1, 1]) per frame, in order.
+
+    Frame t's flow is TV-L1 from frame t to t + 1; the pairs that end in one chunk are
+    computed in one call (`chunk_flows`), the first of them starting at the previous
+    chunk's last frame. The last frame repeats the flow before it; a one-frame video
+    gets zero flow.
+    """
     prev_rgb = prev_gray = last_flow = None
-    for chunk in chunks:  # (n, S, S, 3) uint8
+    for chunk in chunks:  # (n, S, S, 3) uint8, n <= decode_chunk
       grays = np.asarray(self._gray(chunk))  # (n, S, S) uint8
-      for rgb, gray in zip(chunk, grays):
-        if prev_rgb is not None:
-          last_flow = np.asarray(self._pair_flow(prev_gray, gray))
-          yield prev_rgb, last_flow
-        prev_rgb, prev_gray = rgb, gray
+      if prev_rgb is not None:
+        rgbs, grays = [prev_rgb, *chunk], np.concatenate([prev_gray[None], grays])
+      else:
+        rgbs = list(chunk)
+      if len(rgbs) > 1:
+        flows = self.chunk_flows(grays)
+        yield from zip(rgbs[:-1], flows)
+        last_flow = flows[-1]
+      prev_rgb, prev_gray = rgbs[-1], grays[-1]
     if prev_rgb is not None:
       if last_flow is None:
         last_flow = np.zeros(prev_rgb.shape[:2] + (2,), np.float32)
@@ -542,7 +610,8 @@ class FeatureExtractor:
     cfg = self.config
     chunks = video_lib.iter_frames(path, fps=cfg.fps, short_side=cfg.resize_to, crop=cfg.size,
                                    chunk_size=cfg.decode_chunk, max_frames=cfg.max_frames)
-    return self.features_from_inputs(self.frame_inputs(chunks), on_frame=on_frame)
+    inputs = self.frame_inputs(video_lib.read_ahead(chunks, cfg.decode_ahead))
+    return self.features_from_inputs(inputs, on_frame=on_frame)
 
 
 def extract_with_progress(extractor, path: pathlib.Path, progress: bool) -> np.ndarray:
@@ -677,7 +746,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--flow-outer", type=int, default=10, help="TV-L1 outer iterations")
   p.add_argument("--flow-warps", type=int, default=5, help="TV-L1 warps per level")
   p.add_argument("--flow-scales", type=int, default=5, help="TV-L1 pyramid levels")
-  p.add_argument("--decode-chunk", type=int, default=32, help="frames decoded at a time")
+  p.add_argument("--decode-chunk", type=int, default=32,
+                 help="frames decoded at a time; i3d: the TV-L1 flow of a chunk's frame "
+                      "pairs is one call")
+  p.add_argument("--decode-ahead", type=int, default=2,
+                 help="chunks decoded ahead in a background thread while the previous "
+                      "one is computed (0: no thread)")
+  p.add_argument("--flow-batch", type=int,
+                 help="i3d: frame pairs whose TV-L1 runs side by side within a chunk's "
+                      "call (default: 1 on the CPU, the whole chunk on a GPU or TPU)")
   p.add_argument("--grid", type=int, default=0,
                  help="i3d: write a G x G grid of Mixed_5c cells per stream "
                       "(G*G*1024 values, location-major) instead of one pooled vector; "
@@ -694,7 +771,8 @@ def config_from_args(args: argparse.Namespace) -> ExtractConfig:
     max_frames=args.max_frames, flow_size=args.flow_size,
     flow_iterations=args.flow_iterations, flow_outer=args.flow_outer,
     flow_warps=args.flow_warps, flow_scales=args.flow_scales,
-    decode_chunk=args.decode_chunk, grid=args.grid)
+    decode_chunk=args.decode_chunk, grid=args.grid, decode_ahead=args.decode_ahead,
+    flow_batch=args.flow_batch)
 
 
 def _hand_kwargs(args: argparse.Namespace) -> dict:
@@ -703,7 +781,8 @@ def _hand_kwargs(args: argparse.Namespace) -> dict:
   return dict(model_complexity=args.hand_model,
               min_detection_confidence=handpose.MIN_DETECTION_CONFIDENCE,
               min_tracking_confidence=handpose.MIN_TRACKING_CONFIDENCE,
-              fps=args.fps, max_frames=args.max_frames, decode_chunk=args.decode_chunk)
+              fps=args.fps, max_frames=args.max_frames, decode_chunk=args.decode_chunk,
+              decode_ahead=args.decode_ahead)
 
 
 def _load_stream(path: str | None, in_channels: int, seed: int) -> tuple[dict, str]:
@@ -723,7 +802,7 @@ def _guided_kwargs(args: argparse.Namespace) -> dict:
     depth=args.depth, hand_depth=args.hand_depth, frame_size=args.frame_size,
     short_side=args.short_side, hand_size=args.hand_size, hand_crop=args.hand_crop,
     batch_size=args.batch_size, fps=args.fps, max_frames=args.max_frames,
-    decode_chunk=args.decode_chunk)
+    decode_chunk=args.decode_chunk, decode_ahead=args.decode_ahead)
   return {**settings, "hands_dir": args.hands_from}
 
 
@@ -812,8 +891,8 @@ def provenance(args: argparse.Namespace) -> dict:
 
   The one list of value-changing options; two runs whose dicts agree (the hhjax version
   up to its patch level, see `settings_differences`) write interchangeable features.
-  Options that only change speed or memory (--batch-size, --decode-chunk, --workers,
-  --no-progress) are left out, as are those of the other stream or mode (--window in
+  Options that only change speed or memory (--batch-size, --decode-chunk,
+  --decode-ahead, --flow-batch, --workers, --no-progress) are left out, as are those of the other stream or mode (--window in
   fast mode, --chunk/--margin in dense mode). Sizes are recorded after their defaults are
   resolved, so spelling a default out is not a change.
 

@@ -265,7 +265,8 @@ def resolve_settings(*, depth: int = 18, hand_depth: int | None = None,
                      frame_size: int = 224, short_side: int | None = None,
                      hand_size: int = 112, hand_crop: int | None = None,
                      batch_size: int = 16, fps: float | None = None,
-                     max_frames: int | None = None, decode_chunk: int = 32) -> dict:
+                     max_frames: int | None = None, decode_chunk: int = 32,
+                     decode_ahead: int = 2) -> dict:
   """`HandGuidedExtractor`'s settings, checked, with their defaults resolved.
 
   Returns:
@@ -289,7 +290,10 @@ def resolve_settings(*, depth: int = 18, hand_depth: int | None = None,
              fps=None if fps is None else float(fps),
              max_frames=None if max_frames is None else _positive(max_frames,
                                                                  "max_frames"),
-             decode_chunk=_positive(decode_chunk, "decode_chunk"))
+             decode_chunk=_positive(decode_chunk, "decode_chunk"),
+             decode_ahead=int(decode_ahead))
+  if out["decode_ahead"] < 0:
+    raise ValueError(f"decode_ahead must be >= 0, got {decode_ahead}")
   if out["short_side"] < out["frame_size"]:
     raise ValueError(f"short_side ({out['short_side']}) must be >= frame_size "
                      f"({out['frame_size']}): the crop is taken from the resized frame")
@@ -318,6 +322,8 @@ class HandGuidedExtractor:
     fps: sampling rate (None: the video's own); must match the hand-pose run's.
     max_frames: only the first `max_frames` sampled frames (None: all); must match too.
     decode_chunk: frames decoded at a time.
+    decode_ahead: chunks decoded ahead in a background thread while the networks run
+      (`hhjax.video.read_ahead`; 0: no thread).
     hands_dir: the `--out` folder of a `--stream handpose` run: `extract(path)` then
       reads `hands_dir/features/<stem>.npy`.
 
@@ -331,11 +337,12 @@ class HandGuidedExtractor:
                short_side: int | None = None, hand_size: int = 112,
                hand_crop: int | None = None, batch_size: int = 16,
                fps: float | None = None, max_frames: int | None = None,
-               decode_chunk: int = 32, hands_dir: str | os.PathLike | None = None):
+               decode_chunk: int = 32, decode_ahead: int = 2,
+               hands_dir: str | os.PathLike | None = None):
     settings = resolve_settings(
       depth=depth, hand_depth=hand_depth, frame_size=frame_size, short_side=short_side,
       hand_size=hand_size, hand_crop=hand_crop, batch_size=batch_size, fps=fps,
-      max_frames=max_frames, decode_chunk=decode_chunk)
+      max_frames=max_frames, decode_chunk=decode_chunk, decode_ahead=decode_ahead)
     self.depth = settings["depth"]
     self.hand_depth = settings["hand_depth"]
     self.frame_size = settings["frame_size"]
@@ -346,6 +353,7 @@ class HandGuidedExtractor:
     self.fps = settings["fps"]
     self.max_frames = settings["max_frames"]
     self.decode_chunk = settings["decode_chunk"]
+    self.decode_ahead = settings["decode_ahead"]
     self.hands_dir = None if hands_dir is None else pathlib.Path(hands_dir)
     _check_variables(backbone_variables, self.depth, "backbone_variables")
     _check_variables(hand_variables, self.hand_depth, "hand_variables")
@@ -489,4 +497,5 @@ class HandGuidedExtractor:
     chunks = video_lib.iter_frames(path, fps=self.fps, short_side=None, crop=None,
                                    chunk_size=self.decode_chunk,
                                    max_frames=self.max_frames)
-    return self.features_from_frames(chunks, hand_features, on_frame, hands_name)
+    return self.features_from_frames(video_lib.read_ahead(chunks, self.decode_ahead),
+                                     hand_features, on_frame, hands_name)

@@ -219,6 +219,8 @@ class HandPoseExtractor:
     fps: sampling rate (None: the video's own).
     max_frames: only the first `max_frames` sampled frames (None: all).
     decode_chunk: frames decoded at a time.
+    decode_ahead: chunks decoded ahead in a background thread while MediaPipe works
+      (`hhjax.video.read_ahead`; 0: no thread).
 
   Raises:
     ImportError: MediaPipe (with its hand models) is not installed; says how to install.
@@ -228,7 +230,10 @@ class HandPoseExtractor:
                min_detection_confidence: float = MIN_DETECTION_CONFIDENCE,
                min_tracking_confidence: float = MIN_TRACKING_CONFIDENCE,
                fps: float | None = None,
-               max_frames: int | None = None, decode_chunk: int = 32):
+               max_frames: int | None = None, decode_chunk: int = 32,
+               decode_ahead: int = 2):
+    if decode_ahead < 0:
+      raise ValueError(f"decode_ahead must be >= 0, got {decode_ahead}")
     if model_complexity not in (0, 1):
       raise ValueError(f"model_complexity must be 0 or 1, got {model_complexity}")
     for name, value in (("min_detection_confidence", min_detection_confidence),
@@ -244,6 +249,7 @@ class HandPoseExtractor:
     self.fps = fps
     self.max_frames = max_frames
     self.decode_chunk = decode_chunk
+    self.decode_ahead = decode_ahead
 
   def _new_graph(self):
     return self._mp.solutions.hands.Hands(
@@ -298,7 +304,8 @@ class HandPoseExtractor:
     chunks = video_lib.iter_frames(path, fps=self.fps, short_side=None, crop=None,
                                    chunk_size=self.decode_chunk,
                                    max_frames=self.max_frames)
-    return self.features_from_frames(chunks, on_frame=on_frame)
+    return self.features_from_frames(video_lib.read_ahead(chunks, self.decode_ahead),
+                                     on_frame=on_frame)
 
 
 class HandTracker:

@@ -18,13 +18,21 @@ differ by one grey level).
 
 Any file that cannot be opened or decoded (missing, empty, corrupt, no frames) raises
 `VideoError`, whose message names the file.
+
+`read_ahead(chunks, depth)` decodes in a background thread up to `depth` chunks ahead of
+the consumer, so decoding overlaps with the computation on the previous chunk:
+
+    for chunk in read_ahead(iter_frames("clip.mp4"), depth=2):
+      ...  # the next chunks are being decoded meanwhile
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -35,6 +43,7 @@ __all__ = [
   "count_frames",
   "iter_frames",
   "output_size",
+  "read_ahead",
   "read_frames",
   "resize_crop",
   "sample_indices",
@@ -267,6 +276,74 @@ def iter_frames(path: str | os.PathLike, *, fps: float | None = None,
       yield resize_crop(raw, short_side, crop)
 
   return generate()
+
+
+_END = object()
+
+
+def read_ahead(chunks: Iterable, depth: int = 2) -> Iterator:
+  """Yields the items of `chunks` in order while a thread produces up to `depth` ahead.
+
+  The producer thread runs `chunks` (for example `iter_frames(...)`: decoding and
+  resizing) while the consumer works on the item it was last given; both decord's
+  decoding and JAX's computations run outside Python's global lock, so the two overlap.
+  An exception raised by `chunks` (a `VideoError` part way through a file) is raised to
+  the consumer at the same position, after the items before it. Closing the returned
+  generator early (a `break`, an exception in the consumer) stops the thread after the
+  item it is producing and closes `chunks`.
+
+  Args:
+    chunks: any iterable; it is iterated in the background thread only.
+    depth: items produced ahead of the consumer (0: no thread, `chunks` itself is
+      iterated in the caller's thread).
+
+  Returns:
+    A generator of the items of `chunks`.
+  """
+  if depth < 0:
+    raise ValueError(f"depth must be >= 0, got {depth}")
+  if depth == 0:
+    yield from chunks
+    return
+  items: queue.Queue = queue.Queue(maxsize=depth)
+  stop = threading.Event()
+  source = iter(chunks)
+
+  def put(item) -> bool:  # False once the consumer has gone
+    while not stop.is_set():
+      try:
+        items.put(item, timeout=0.05)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def produce() -> None:
+    try:
+      for item in source:
+        if not put((item, None)):
+          return
+    except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+      put((_END, e))
+      return
+    put((_END, None))
+
+  thread = threading.Thread(target=produce, name="hhjax-read-ahead", daemon=True)
+  thread.start()
+  try:
+    while True:
+      item, error = items.get()
+      if item is _END:
+        if error is not None:
+          raise error
+        return
+      yield item
+  finally:
+    stop.set()
+    thread.join()
+    close = getattr(source, "close", None)
+    if close is not None:
+      close()
 
 
 def read_frames(path: str | os.PathLike, **kwargs) -> np.ndarray:

@@ -4,8 +4,15 @@ Prints, for this machine, the two-stream I3D throughput in frames per second for
 dense mode (one window per frame) and the fast mode (overlapping chunks), and TV-L1 frame
 pairs per second from hhjax beside OpenCV's `cv2.optflow.DualTVL1OpticalFlow_create()`
 on the same 224x224 grey frames, plus the reduced flow setting given by --flow-size etc.
-Compile times are measured separately (ahead-of-time `lower().compile()`) and excluded
-from the rates; every timed call follows one warm-up call.
+hhjax's flow is timed as the extractor computes it, all --pairs pairs in one call, with
+each of --flow-batches pairs side by side (1: one after another). Compile times are
+measured separately (ahead-of-time `lower().compile()`) and excluded from the rates;
+every timed call follows one warm-up call.
+
+With --end-to-end N, `FeatureExtractor.extract` runs on the clip's first N frames (fast
+mode, random weights) once to compile, then once with decoding in the calling thread
+(--decode-ahead 0) and once with decoding in a background thread (2 chunks ahead), and
+prints the frames/s of each; the features of the two runs must be equal.
 
 Example (from the repository root):
 
@@ -50,6 +57,13 @@ def _parse():
   p.add_argument("--flow-iterations", type=int, default=10,
                  help="reduced flow setting: inner iterations")
   p.add_argument("--flow-outer", type=int, default=2, help="reduced flow setting: outer")
+  p.add_argument("--flow-batches", type=int, nargs="+",
+                 help="pairs side by side within the call, one measurement each "
+                      "(default: 1 and --pairs)")
+  p.add_argument("--end-to-end", type=int, default=0, metavar="N",
+                 help="also time the whole extractor on the clip's first N frames")
+  p.add_argument("--end-to-end-flow", choices=("default", "reduced"), default="default",
+                 help="flow setting of --end-to-end (reduced: the --flow-* options)")
   p.add_argument("--skip-i3d", action="store_true")
   p.add_argument("--skip-flow", action="store_true")
   return p.parse_args()
@@ -119,18 +133,13 @@ def main() -> int:
                  f"--flow-warps {args.flow_warps} --flow-iterations {args.flow_iterations} "
                  f"--flow-outer {args.flow_outer})", args.flow_size, args.flow_scales,
                  args.flow_warps, args.flow_iterations, args.flow_outer)]
+    batches = args.flow_batches or sorted({1, args.pairs})
     for label, flow_size, scales, warps, inner, outer in settings:
-      fn = extract._pair_flow_fn(s, flow_size, scales, warps, inner, outer)
-      start = time.perf_counter()
-      compiled = fn.lower(gray[0], gray[1]).compile()
-      compile_s = time.perf_counter() - start
-      jax.block_until_ready(compiled(gray[0], gray[1]))  # warm-up
-      start = time.perf_counter()
-      for i in range(args.pairs):
-        jax.block_until_ready(compiled(gray[i], gray[i + 1]))
-      rate = args.pairs / (time.perf_counter() - start)
-      print(f"TV-L1 hhjax, {label}: {rate:.2f} pairs/s ({args.pairs} pairs; "
-            f"compile {compile_s:.1f} s)")
+      for flow_batch in batches:
+        fn = extract._chunk_flow_fn(s, flow_size, scales, warps, inner, outer, flow_batch)
+        compile_s, call_s = _timed(fn, gray, repeats=args.repeats)
+        print(f"TV-L1 hhjax, {label}, {args.pairs} pairs per call, {flow_batch} side by "
+              f"side: {args.pairs / call_s:.2f} pairs/s (compile {compile_s:.1f} s)")
     try:
       import cv2  # noqa: PLC0415
 
@@ -145,7 +154,45 @@ def main() -> int:
       rate = args.pairs / (time.perf_counter() - start)
       print(f"TV-L1 OpenCV DualTVL1OpticalFlow_create() defaults: {rate:.2f} pairs/s "
             f"({args.pairs} pairs, {cv2.getNumThreads()} threads)")
+  if args.end_to_end:
+    _end_to_end(args)
   return 0
+
+
+def _end_to_end(args) -> None:
+  """Times `FeatureExtractor.extract` with and without decoding in a background thread."""
+  from hhjax import extract  # noqa: PLC0415
+
+  if not args.clip.exists():
+    print(f"end to end: skipped ({args.clip} not found)")
+    return
+  flow = {}
+  if args.end_to_end_flow == "reduced":
+    flow = dict(flow_size=args.flow_size, flow_scales=args.flow_scales,
+                flow_warps=args.flow_warps, flow_iterations=args.flow_iterations,
+                flow_outer=args.flow_outer)
+  rgb_vars = extract.random_variables(3, 0)
+  flow_vars = extract.random_variables(2, 1)
+  features = {}
+  for ahead in (None, 0, 2):  # None: the compiling run
+    config = extract.ExtractConfig(
+      mode="fast", chunk=args.chunk, margin=args.margin, batch_size=args.batch_size,
+      size=args.size, max_frames=args.end_to_end, decode_ahead=ahead or 0, **flow)
+    extractor = extract.FeatureExtractor(rgb_vars, flow_vars, config)
+    start = time.perf_counter()
+    out = extractor.extract(args.clip)
+    seconds = time.perf_counter() - start
+    if ahead is None:
+      print(f"end to end: first run (compiles) {seconds:.1f} s")
+      continue
+    features[ahead] = out
+    print(f"end to end, fast mode, {args.end_to_end_flow} flow, {out.shape[1]} frames, "
+          f"flow {extractor.flow_batch} side by side, decode ahead {ahead}: "
+          f"{out.shape[1] / seconds:.2f} frames/s ({seconds:.1f} s)")
+  same = np.array_equal(features[0], features[2])
+  print(f"end to end: features with and without decoding ahead equal: {same}")
+  if not same:
+    raise SystemExit("decoding ahead changed the features")
 
 
 if __name__ == "__main__":

@@ -68,25 +68,63 @@ def test_windows_map_features_to_frames(mode, kwargs, length):
   assert np.all(np.diff(features[0]) >= -1e-6)  # clamped edges stay monotone
 
 
-def test_last_frame_repeats_flow():
+def _flow_only_extractor(decode_chunk: int, flow_batch: int) -> extract.FeatureExtractor:
+  """A FeatureExtractor with a tiny TV-L1 setting and no I3D networks."""
   config = extract.ExtractConfig(flow_size=32, flow_scales=1, flow_warps=1, flow_outer=1,
-                                 flow_iterations=3)
+                                 flow_iterations=3, decode_chunk=decode_chunk,
+                                 flow_batch=flow_batch)
   extractor = extract.FeatureExtractor.__new__(extract.FeatureExtractor)
   extractor.config = config
+  extractor.flow_batch = flow_batch
   extractor._gray = extract._gray_fn()
-  extractor._pair_flow = extract._pair_flow_fn(224, 32, 1, 1, 3, 1)
+  extractor._chunk_flow = extract._chunk_flow_fn(224, 32, 1, 1, 3, 1, flow_batch)
+  return extractor
+
+
+@pytest.mark.parametrize("decode_chunk,flow_batch,atol", [(2, 1, 0.0), (3, 1, 0.0),
+                                                          (4, 2, 2e-4), (8, 8, 2e-4)])
+def test_chunked_flow_is_the_flow_of_each_pair_and_the_last_frame_repeats_it(
+    decode_chunk, flow_batch, atol):
+  """Flows computed a chunk per call, across chunk boundaries and with padded calls, are
+  the TV-L1 flow of each consecutive pair computed on its own: bit for bit one after
+  another, within rounding side by side (a few TV-L1 iterations: little amplification)."""
   rng = np.random.default_rng(0)
   base = rng.integers(0, 256, (240, 240, 3), dtype=np.uint8)
-  frames = np.stack([base[s:s + 224, s:s + 224] for s in (0, 2, 4)])  # (3, 224, 224, 3)
-  out = list(extractor.frame_inputs([frames[:2], frames[2:]]))
-  assert len(out) == 3
-  for (rgb, flow), frame in zip(out, frames):
-    np.testing.assert_array_equal(rgb, frame)
-    assert flow.shape == (224, 224, 2) and np.isfinite(flow).all()
-    assert np.abs(flow).max() <= 1.0
-  np.testing.assert_array_equal(out[2][1], out[1][1])
+  shifts = (0, 2, 4, 5, 7)
+  frames = np.stack([base[s:s + 224, s // 2:s // 2 + 224] for s in shifts])  # (5, 224, 224, 3)
+  gray = extract._gray_fn()
+  pair = extract._pair_flow_fn(224, 32, 1, 1, 3, 1)
+  expected = [np.asarray(pair(gray(frames[t]), gray(frames[t + 1]))) for t in range(4)]
+  assert not np.allclose(expected[0], expected[3], atol=1e-2)  # the pairs differ
+  extractor = _flow_only_extractor(decode_chunk, flow_batch)
+  chunks = [frames[i:i + decode_chunk] for i in range(0, len(frames), decode_chunk)]
+  out = list(extractor.frame_inputs(chunks))
+  assert len(out) == len(frames)
+  for t, (rgb, flow) in enumerate(out):
+    np.testing.assert_array_equal(rgb, frames[t])
+    assert flow.shape == (224, 224, 2) and flow.dtype == np.float32
+    np.testing.assert_allclose(flow, expected[min(t, 3)], atol=atol, rtol=0,
+                               err_msg=f"frame {t}")
   single = list(extractor.frame_inputs([frames[:1]]))
   assert len(single) == 1 and not single[0][1].any()
+
+
+def test_chunk_flows_checks_its_frame_count():
+  extractor = _flow_only_extractor(2, 1)
+  grays = np.zeros((4, 224, 224), np.uint8)
+  with pytest.raises(ValueError, match="expected 2..3 grey frames, got 4"):
+    extractor.chunk_flows(grays)
+
+
+@pytest.mark.parametrize("field,value,match", [
+  ("flow_batch", 0, "flow_batch must be 1..decode_chunk"),
+  ("flow_batch", 33, "flow_batch must be 1..decode_chunk \\(32\\)"),
+  ("decode_ahead", -1, "decode_ahead must be >= 0"),
+  ("decode_chunk", 0, "decode_chunk must be >= 1"),
+])
+def test_speed_settings_are_checked(field, value, match):
+  with pytest.raises(ValueError, match=match):
+    extract.ExtractConfig(**{field: value})
 
 
 def test_random_weights_are_seeded():

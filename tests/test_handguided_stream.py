@@ -295,4 +295,7 @@ def test_command_arguments_are_checked(tmp_path, capsys):
   assert "frame_size must be an integer >= 1" in error(
     "--stream", "hand_guided", "--random-weights", "--hands-from", str(tmp_path),
     "--frame-size", "0")
+  assert "decode_ahead must be >= 0, got -1" in error(
+    "--stream", "hand_guided", "--random-weights", "--hands-from", str(tmp_path),
+    "--decode-ahead", "-1")
   assert not (tmp_path / "out").exists()

@@ -37,6 +37,13 @@ def test_chunks_shapes_and_prefix():
   np.testing.assert_array_equal(np.concatenate(chunks), whole)
 
 
+def test_decoding_ahead_in_a_thread_gives_the_same_chunks():
+  path = _clip("kaggle_handwash_s002")
+  chunks = list(video.read_ahead(video.iter_frames(path, max_frames=20, chunk_size=8), 2))
+  assert [len(c) for c in chunks] == [8, 8, 4]
+  np.testing.assert_array_equal(np.concatenate(chunks), video.read_frames(path, max_frames=20))
+
+
 def test_configurable_resize_and_crop():
   path = _clip("kaggle_handwash_train")  # 360x240
   frames = video.read_frames(path, max_frames=3, short_side=200, crop=None)
