@@ -56,7 +56,8 @@ def video_source(path, *, fps: float | None = None, max_frames: int | None = Non
   """The frames of a video file at `fps` (None: its own rate).
 
   With `realtime`, frame k is not yielded before k / fps seconds after the first one
-  (a recording played as if it were live); otherwise as fast as they decode.
+  (a recording played as if it were live); otherwise as fast as they decode. Decoding
+  runs in a background thread, two chunks ahead (`hhjax.video.read_ahead`).
 
   Raises:
     SourceError: the file cannot be opened or decoded (names it).
@@ -72,7 +73,7 @@ def video_source(path, *, fps: float | None = None, max_frames: int | None = Non
   def frames() -> Iterator[np.ndarray]:
     start = None
     k = 0
-    for part in chunks:
+    for part in video_lib.read_ahead(chunks, 2):
       for frame in part:
         if realtime:
           now = time.perf_counter()
