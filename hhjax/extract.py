@@ -892,8 +892,8 @@ def provenance(args: argparse.Namespace) -> dict:
   The one list of value-changing options; two runs whose dicts agree (the hhjax version
   up to its patch level, see `settings_differences`) write interchangeable features.
   Options that only change speed or memory (--batch-size, --decode-chunk,
-  --decode-ahead, --flow-batch, --workers, --no-progress) are left out, as are those of the other stream or mode (--window in
-  fast mode, --chunk/--margin in dense mode). Sizes are recorded after their defaults are
+  --decode-ahead, --flow-batch, --workers, --no-progress) are left out, as are those of
+  the other stream or mode (--window in fast mode, --chunk/--margin in dense mode). Sizes are recorded after their defaults are
   resolved, so spelling a default out is not a change.
 
   I3D weights are identified by the SHA-256 of their file (a .pt and the .npz converted

@@ -285,12 +285,12 @@ def read_ahead(chunks: Iterable, depth: int = 2) -> Iterator:
   """Yields the items of `chunks` in order while a thread produces up to `depth` ahead.
 
   The producer thread runs `chunks` (for example `iter_frames(...)`: decoding and
-  resizing) while the consumer works on the item it was last given; both decord's
-  decoding and JAX's computations run outside Python's global lock, so the two overlap.
-  An exception raised by `chunks` (a `VideoError` part way through a file) is raised to
-  the consumer at the same position, after the items before it. Closing the returned
-  generator early (a `break`, an exception in the consumer) stops the thread after the
-  item it is producing and closes `chunks`.
+  resizing) while the consumer works on the item it was last given. JAX's computations
+  (and MediaPipe's graph) run outside Python's global lock, so decoding proceeds while
+  they run. An exception raised by `chunks` (a `VideoError` part way through a file) is
+  raised to the consumer at the same position, after the items before it. Closing the
+  returned generator early (a `break`, an exception in the consumer) stops the thread
+  after the item it is producing and closes `chunks`.
 
   Args:
     chunks: any iterable; it is iterated in the background thread only.
@@ -298,16 +298,21 @@ def read_ahead(chunks: Iterable, depth: int = 2) -> Iterator:
       iterated in the caller's thread).
 
   Returns:
-    A generator of the items of `chunks`.
+    An iterator over the items of `chunks`.
+
+  Raises:
+    ValueError: depth < 0 (here, not at the first item).
   """
   if depth < 0:
     raise ValueError(f"depth must be >= 0, got {depth}")
   if depth == 0:
-    yield from chunks
-    return
+    return iter(chunks)
+  return _read_ahead(iter(chunks), depth)
+
+
+def _read_ahead(source: Iterator, depth: int) -> Iterator:
   items: queue.Queue = queue.Queue(maxsize=depth)
   stop = threading.Event()
-  source = iter(chunks)
 
   def put(item) -> bool:  # False once the consumer has gone
     while not stop.is_set():

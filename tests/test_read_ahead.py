@@ -76,6 +76,6 @@ def test_stopping_early_ends_the_thread_and_closes_the_source():
   assert not any(t.name == "hhjax-read-ahead" for t in threading.enumerate())
 
 
-def test_negative_depth_is_refused():
+def test_negative_depth_is_refused_at_the_call():
   with pytest.raises(ValueError, match="depth must be >= 0"):
-    list(video.read_ahead([1], -1))
+    video.read_ahead([1], -1)
