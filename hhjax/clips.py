@@ -87,7 +87,9 @@ frame),
 config that made them). Folds may be run apart into one workdir (`--folds 0,3` after
 `--folds 1,2`): the table gathers every finished fold there whose config matches in
 all but `RESULT_SAFE_FIELDS` and whose held-out people are the same; a fold made with
-other settings is left out, with a line naming the fields that differ.
+other settings is left out, with a line naming the fields that differ. Each fold
+records the code that ran it (`hhjax.provenance`); `results.md` names it, and warns,
+naming the folds, when folds read back ran other code.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ import optax
 from hhjax import cli
 from hhjax import config as config_lib
 from hhjax import handpose
+from hhjax import provenance
 from hhjax import video as video_lib
 from hhjax.data import compose
 from hhjax.models.vision import cnn_lstm, convlstm, hand_guided, hand_localiser
@@ -1311,6 +1314,10 @@ def format_markdown(summary: Mapping[str, Any]) -> str:
            f"{unit}; {setting}; {config['num_train_steps']} steps of batch "
            f"{config['batch_size']}, Adam lr {config['learning_rate']:g}, seed "
            f"{config['seed']}.", ""]
+  note = provenance.mixed_note({f"fold {f['fold']}": f.get("code", provenance.UNRECORDED)
+                                for f in folds})
+  lines += [f"**Warning: {note}.**" if note else
+            f"Code: {folds[0].get('code', provenance.UNRECORDED)}.", ""]
   head = ["Method", "Metric"] + [
       f"fold {f['fold']} ({', '.join(f['test_people'])})" for f in folds] + [
       "mean ± sd"]
@@ -1354,11 +1361,12 @@ def settings_conflicts(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list
 
 
 def write_fold_result(fold_dir: pathlib.Path, config, result: Mapping[str, Any]) -> None:
-  """`fold_dir/result.json`: the fold's result with the config that made it."""
+  """`fold_dir/result.json`: the fold's result with the config and the code that made
+  it (`hhjax.provenance.code_version`)."""
   path = fold_dir / FOLD_RESULT_FILE
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_text(json.dumps(dict(result=result, config=json.loads(
-      config.to_json_best_effort())), indent=2))
+      config.to_json_best_effort()), code=provenance.code_version()), indent=2))
   os.replace(tmp, path)
 
 
@@ -1388,8 +1396,9 @@ def earlier_folds(workdir: pathlib.Path, config, groups: Sequence[Sequence[str]]
             + "; ".join(conflicts[:6]) + (" ..." if len(conflicts) > 6 else ""),
             flush=True)
       continue
-    print(f"fold {k}: read back from {path} (same settings)", flush=True)
-    found[k] = result
+    found[k] = dict(result, code=provenance.code_label(saved.get("code")))
+    print(f"fold {k}: read back from {path} (same settings; code "
+          f"{found[k]['code']})", flush=True)
   return found
 
 
@@ -1465,6 +1474,7 @@ def run(config, workdir: str | os.PathLike, folds: Sequence[int] | None = None
                            features if config.baseline.handpose else None, fold_dir)
     else:
       result = localise_fold(config, k, groups[k], clips, data, fold_dir)
+    result["code"] = provenance.code_label(provenance.code_version())
     write_fold_result(fold_dir, config, result)
     names = names or row_names(config, list(result["results"]))
     print(_fold_line(result, names), flush=True)

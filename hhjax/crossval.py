@@ -37,7 +37,7 @@ from absl import app, flags, logging
 import numpy as np
 from ml_collections import config_flags
 
-from hhjax import baselines, cli, metrics, reporting
+from hhjax import baselines, cli, metrics, provenance, reporting
 from hhjax import config as config_lib
 from hhjax.data import compose, layout, splits
 from hhjax.training.loop import train_and_evaluate
@@ -177,6 +177,7 @@ def run_fold(config, workdir: pathlib.Path, num_folds: int, fold: int) -> dict:
                                               [test.labels[i] for i in rows]))
   return dict(fold=fold, people=people, washes=len(test.names),
               train_washes=len(train.names), min_frames=min_frames, joint=joint,
+              code=provenance.trained_with(fold_dir),
               per_frame=per_frame, by_person=by_person, videos=list(test.names),
               per_frame_labels=test_preds, predictions=predictions)
 
@@ -223,6 +224,18 @@ def format_report(folds: list[dict]) -> str:
 
 
 PERSON_COLUMNS = (("acc", "Acc"), ("edit", "Edit"), ("f1@50", "F1@50"))
+
+
+def code_line(folds: list[dict]) -> str:
+  """`code: <label>` when every fold was trained by the same code (`hhjax.provenance`),
+  else a line naming which folds ran which code (a fold trained earlier and read back
+  may come from other code)."""
+  note = provenance.mixed_note({f"fold {f['fold']}": f["code"] for f in folds})
+  if note is not None:
+    return "WARNING " + note
+  if not folds:
+    return "code: -"
+  return "code: " + " then ".join(folds[0]["code"])
 
 
 def format_people(folds: list[dict]) -> str:
@@ -273,11 +286,12 @@ def cross_validate(config, workdir: str | pathlib.Path, folds: list[int] | None 
   available = check_folds(config.dataset.manual_dir, folds or [])
   folds = available if folds is None else folds
   results = [run_fold(config, workdir, len(available), k) for k in folds]
-  report = format_report(results) + "\n\n" + format_people(results)
+  report = (format_report(results) + "\n" + code_line(results) + "\n\n"
+            + format_people(results))
   print(report)
   (workdir / "crossval.txt").write_text(report + "\n")
   keys = ("fold", "people", "washes", "train_washes", "min_frames", "joint", "per_frame",
-          "by_person")
+          "by_person", "code")
   (workdir / "crossval.json").write_text(json.dumps(dict(
       folds=[{k: r[k] for k in keys} for r in results],
       mean_sd={m: mean_sd(results, m) for m, _ in METHODS}), indent=2))

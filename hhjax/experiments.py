@@ -71,9 +71,11 @@ import math
 import pathlib
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from hhjax import provenance
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 METRICS = ("acc", "edit", "f1@10", "f1@25", "f1@50", "segs", "spearman", "rl2",
@@ -862,11 +864,11 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
   are finished, named in its `seeds`; NotRun is raised when none is."""
   row = effective(base, row)
   done_seeds, per_seed, per_seed_whole, per_seed_person = [], [], [], []
-  seconds, unfinished = 0.0, {}
+  seconds, unfinished, code = 0.0, {}, {}
   for seed in seeds:
     try:
-      metrics, whole, persons, s = _run_seed(base, kind, row, seed, budget, root, folds,
-                                             log, may_train, progress)
+      metrics, whole, persons, s, codes = _run_seed(base, kind, row, seed, budget, root,
+                                                    folds, log, may_train, progress)
     except NotRun as e:
       if may_train:
         raise
@@ -874,6 +876,8 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
       continue
     done_seeds.append(seed)
     per_seed.append(metrics)
+    for label in codes:
+      code[label] = code.get(label, 0) + 1
     if whole is not None:
       per_seed_whole.append(whole)
     if persons:
@@ -887,7 +891,8 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
                 seeds=done_seeds, per_seed=per_seed, mean_sd=mean_sd(per_seed),
                 paper=row.paper or {},
                 # a row evaluated again shares the training time of its run
-                train_seconds=0.0 if row.eval_overrides else seconds)
+                train_seconds=0.0 if row.eval_overrides else seconds,
+                code=code)
   if per_seed_whole:
     record.update(per_seed_whole=per_seed_whole, mean_sd_whole=mean_sd(per_seed_whole),
                   whole_videos=min(w[WHOLE_VIDEOS] for w in per_seed_whole))
@@ -901,11 +906,12 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
 def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.Path,
               folds: Sequence[int] | None, log, may_train: bool,
               progress: Progress | None = None
-              ) -> tuple[dict, dict | None, dict, float]:
-  """(metrics, whole-clip metrics or None, per-person metrics, training seconds) of
-  one seed of a row, the metrics averaged over the folds where the data set has them;
+              ) -> tuple[dict, dict | None, dict, float, list[str]]:
+  """(metrics, whole-clip metrics or None, per-person metrics, training seconds, code)
+  of one seed of a row, the metrics averaged over the folds where the data set has them;
   the per-person ones (`per_person`, folds only) are those of each held-out person's
-  composed washes, {} for a row without frame predictions."""
+  composed washes, {} for a row without frame predictions; `code` holds, per training
+  run, the code that trained it (`hhjax.provenance.trained_with`, joined)."""
   config = row_config(base, row, seed, budget)
   workdir = root / row.key / f"seed{seed}"
   seconds, whole, persons = 0.0, None, {}
@@ -949,6 +955,7 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
         whole_counts.append(len(_split_videos(cfg.dataset.manual_dir,
                                               f"{WHOLE}{fold}")))
     metrics = _fold_mean(fold_metrics)
+    codes = [" then ".join(provenance.trained_with(run)) for _, run, _, _ in runs]
     if whole_metrics:
       # The fewest whole-clip washes of any fold: ranking them needs enough of them.
       whole = dict(_fold_mean(whole_metrics), **{WHOLE_VIDEOS: min(whole_counts)})
@@ -965,7 +972,8 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
       config = eval_config(config, row)
       metrics = evaluate_split(config, workdir, config.dataset.eval_split)
     seconds += 0 if math.isnan(s) else s
-  return {k: float(v) for k, v in metrics.items()}, whole, persons, seconds
+    codes = [" then ".join(provenance.trained_with(workdir))]
+  return {k: float(v) for k, v in metrics.items()}, whole, persons, seconds, codes
 
 
 PREDICTIONS_FILE = "predictions.jsonl"   # a training run's predictions on its eval split
@@ -1233,7 +1241,30 @@ def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
   lines += ["", f"Training time of the table's rows: {total / 60:.1f} min (every run of "
                 "each row; a row that another table shares, such as the full model, is "
                 "counted in both)."]
+  lines += ["", code_text(meta.get("code"))]
   return "\n".join(lines) + "\n"
+
+
+def table_code(rows: Sequence[dict]) -> dict[str, int]:
+  """{code label: training runs} over the table's rows (`hhjax.provenance`)."""
+  out: dict[str, int] = {}
+  for r in rows:
+    for label, n in r.get("code", {}).items():
+      out[label] = out.get(label, 0) + n
+  return out
+
+
+def code_text(code: Mapping[str, int] | None) -> str:
+  """The table's line on the code that trained its runs: one version, several (a
+  warning naming each with its number of runs), or none recorded."""
+  if not code:
+    return "Code: not recorded (a table written before runs recorded their code)."
+  if len(code) == 1:
+    (label, n), = code.items()
+    return f"Code: every training run ({n}) by {label}."
+  parts = "; ".join(f"{label} ({n} run{'s' * (n != 1)})" for label, n in code.items())
+  return (f"**Warning: the runs were trained by {len(code)} versions of the code:** "
+          f"{parts}.")
 
 
 def _person_lines(rows: list[dict], meta: dict) -> list[str]:
@@ -1556,7 +1587,7 @@ def run_table(table: str, dataset: str, seeds: Sequence[int], budget: str,
   if not rows:
     return {}
   meta = dict(table=table, dataset=dataset, seeds=list(seeds), budget=budget, kind=kind,
-              settings=[list(s) for s in settings])
+              settings=[list(s) for s in settings], code=table_code(rows))
   if kind in PART_WORD:
     available = available_parts(base, kind)
     meta.update(folds=list(available if folds is None else folds),

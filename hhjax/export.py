@@ -20,8 +20,9 @@ features were sampled at (None: each video's own), `frame_stride`, the stream
 selection `streams`, the model's input size, whether inputs are standardised, and the
 extraction's provenance, i.e. `hhjax.extract.provenance` of the training features,
 read from their `extract_manifest.json` when one is found, else the extractor's
-defaults, marked as assumed), a summary of the training data, the training step, and
-the SHA-256 and size of every other file.
+defaults, marked as assumed), a summary of the training data with the code its
+training ran (`training.code`, `hhjax.provenance`), the training step, and the SHA-256
+and size of every other file.
 
 `load(model_dir)` checks every file against its recorded hash and the parameters
 against the config's model before returning a `LoadedModel`; a missing or altered file
@@ -60,6 +61,7 @@ import ml_collections
 import numpy as np
 from flax import serialization
 
+from hhjax import provenance
 from hhjax.data import pipeline
 
 __all__ = [
@@ -280,13 +282,16 @@ def _infer_stream(config, raw_dim: int) -> str:
 
 def _training_summary(config, train, workdir: pathlib.Path | None, step: int | None
                       ) -> dict:
-  """What the model was trained on: data set, split, sizes and score distribution."""
+  """What the model was trained on: data set, split, sizes and score distribution, and
+  the code its training ran (`hhjax.provenance.trained_with`, with a workdir)."""
   from hhjax.data import splits  # noqa: PLC0415
   out: dict[str, Any] = dict(
       dataset=f"{config.dataset.get('name', '')}/{config.dataset.get('config', '')}",
       manual_dir=str(config.dataset.get("manual_dir", "")),
       train_split=str(config.dataset.train_split),
       eval_split=str(config.dataset.eval_split), step=step)
+  if workdir is not None:
+    out["code"] = provenance.trained_with(workdir)
   if train is not None:
     attrs = np.asarray(train.attributes).reshape(-1)
     scores = np.asarray(train.scores, np.float64)

@@ -22,6 +22,7 @@ import pytest
 
 from hhjax import clips as clips_lib
 from hhjax import handpose
+from hhjax import provenance
 from hhjax import video as video_lib
 from hhjax.data import compose
 from hhjax.models.vision import cnn_lstm, hand_localiser
@@ -587,6 +588,19 @@ def test_folds_run_apart_into_one_workdir_make_one_table_of_same_settings(
       [f["results"]["model"]["f1@0.1"] for f in summary["folds"]]))
   table = (work / "results.md").read_text()
   assert "fold 0 (a, c)" in table and "over 2 folds;" in table
+  # Each fold records the code that ran it, and the table names it.
+  label = provenance.code_label(provenance.code_version())
+  assert saved["code"] == provenance.code_version() and first["code"] == label
+  assert f"Code: {label}." in table and "Warning" not in table
+  # Fold 0 made by other code: still read back (same settings), and the table says so.
+  other = dict(saved, code=dict(saved["code"], commit="f" * 40, changes=None))
+  (work / "fold0" / "result.json").write_text(json.dumps(other, indent=2))
+  clips_lib.run(config, work, folds=[1])
+  assert f"(same settings; code {'f' * 12}, jax " in capsys.readouterr().out
+  other_label = provenance.code_label(other["code"])
+  assert (f"**Warning: code differs: fold 0: {other_label}; fold 1: {label}.**"
+          in (work / "results.md").read_text())
+  (work / "fold0" / "result.json").write_text(json.dumps(saved, indent=2))
   # Other settings: fold 0 is left out, naming the field, and its file is kept.
   config.learning_rate = 5e-4
   summary = clips_lib.run(config, work, folds=[1])

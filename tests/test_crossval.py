@@ -9,7 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from hhjax import crossval, metrics, reporting
+from hhjax import crossval, metrics, provenance, reporting
 from hhjax.data import compose, hha300, layout
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -167,3 +167,15 @@ def test_two_fold_run(composed, tmp_path, capsys):
   if importlib.util.find_spec("matplotlib") is not None:
     assert (tmp_path / "timeline.png").read_bytes()[:4] == b"\x89PNG"
   assert len(results) == 2
+  # Both folds were trained here, by this code, and the report says which.
+  label = provenance.code_label(provenance.code_version())
+  assert [f["code"] for f in saved["folds"]] == [[label], [label]]
+  assert f"code: {label}" in out and "code differs" not in out
+
+
+def test_folds_trained_by_other_code_are_named_in_the_report():
+  folds = [dict(fold=0, code=["abc, jax 0.10.2"]), dict(fold=1, code=["abc, jax 0.10.2"])]
+  assert crossval.code_line(folds) == "code: abc, jax 0.10.2"
+  folds.append(dict(fold=2, code=["def, jax 0.10.2"]))
+  assert crossval.code_line(folds) == (
+    "WARNING code differs: fold 0, fold 1: abc, jax 0.10.2; fold 2: def, jax 0.10.2")

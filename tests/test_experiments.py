@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from hhjax import experiments
+from hhjax import experiments, provenance
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -78,6 +78,20 @@ def test_table_runs_rows_writes_files_and_skips_finished_rows(tmp_path, monkeypa
   again = experiments.run_table("12", "tiny", [0], "full", out, base=base,
                                 log=lambda *_: None)
   assert again["rows"] == result["rows"]
+  # The table names the code that trained its runs...
+  label = provenance.code_label(provenance.code_version())
+  assert [r["code"] for r in saved["rows"]] == [{label: 1}, {label: 1}]
+  assert f"Code: every training run (2) by {label}." in md
+  # ...and warns when a run read back was trained by other code.
+  code_file = (out / "runs" / experiments.dataset_slug("tiny") / "full" /
+               saved["rows"][0]["key"] / "seed0" / provenance.CODE_FILE)
+  start = json.loads(code_file.read_text().splitlines()[0])
+  code_file.write_text(json.dumps(dict(start, commit="e" * 40, changes=None)) + "\n")
+  experiments.run_table("12", "tiny", [0], "full", out, base=base, log=lambda *_: None)
+  other = provenance.code_label(dict(start, commit="e" * 40, changes=None))
+  assert (f"**Warning: the runs were trained by 2 versions of the code:** {other} "
+          f"(1 run); {label} (1 run)." in (out / "table12_full.md").read_text())
+  code_file.write_text(json.dumps(start) + "\n")
   # A finished run whose training data has changed since is not read back.
   run = out / "runs" / experiments.dataset_slug("tiny") / "full" / saved["rows"][0][
       "key"] / "seed0"
@@ -528,7 +542,7 @@ def test_rows_average_each_person_over_seeds_and_the_table_lists_them(monkeypatc
                  "b": {"acc": 90.0, "edit": 80.0, "f1@50": 85.0}}}
   monkeypatch.setattr(experiments, "_run_seed",
                       lambda base, kind, row, seed, *a: ({"edit": 1.0}, None,
-                                                         persons[seed], 1.0))
+                                                         persons[seed], 1.0, ["c"]))
   monkeypatch.setattr(experiments, "effective", lambda base, row: row)
   record = experiments.run_row(None, "folds", experiments.Row("A", ()), [0, 1], "full",
                                pathlib.Path("/nonexistent"))

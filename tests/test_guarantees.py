@@ -34,7 +34,7 @@ import jax
 import numpy as np
 import pytest
 
-from hhjax import config as config_lib
+from hhjax import config as config_lib, provenance
 from hhjax.data import splits
 from hhjax.models.joint import create_model
 from hhjax.training import checkpointing, loop, metric_writers, state as state_lib, steps
@@ -204,6 +204,11 @@ def test_sigterm_saves_exits_zero_and_resumes_exactly(shared, reference, tmp_pat
   assert res.returncode == 0, res.stderr[-3000:]
   assert f"resumed from {workdir / 'checkpoints'} at step {step}" in res.stdout
   _assert_same_run(_tiny(shared["data_dir"]), workdir, reference)
+  # Each start recorded where it began and the code it ran (hhjax.provenance).
+  starts = provenance.starts(workdir)
+  assert [(s["step"], s["last_step"]) for s in starts] == [(0, STEPS), (step, STEPS)]
+  assert provenance.trained_with(workdir) == [
+    provenance.code_label(provenance.code_version())]
 
 
 def test_resume_with_changed_settings_is_refused_unless_allowed(shared, reference,

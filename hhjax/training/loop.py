@@ -9,7 +9,8 @@
 * `metrics.jsonl` (and TensorBoard event files in `tensorboard/`): `train/*` means at
   every log step, `eval/*` at every evaluation;
 * `config.json` (the config of the run's first start) and `train_data.json` (what its
-  training split held, checked on resume); `predictions.jsonl` and
+  training split held, checked on resume); `code.jsonl`, one line per start with the
+  code it ran (`hhjax.provenance`: commit, local edits, versions); `predictions.jsonl` and
   `eval_results.json` at the end; `feature_stats.npz` when inputs are standardised;
 * `export/` at the end: the model folder `python -m hhjax.assess --model` reads
   (`hhjax.export`).
@@ -55,7 +56,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 
 from hhjax import config as config_lib
-from hhjax import evaluation, reporting
+from hhjax import evaluation, provenance, reporting
 from hhjax.data import augment, layout, pipeline, splits
 from hhjax.models.joint import create_model
 from hhjax.training import checkpointing, metric_writers, state as state_lib, steps
@@ -436,6 +437,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       print(f"resumed from {ckpt.directory} at step {start}{note}", flush=True)
   else:   # lines of an attempt killed before its first checkpoint was complete
     writer.truncate_after(0)
+  if jax.process_index() == 0:
+    provenance.record_start(workdir, start, config.num_train_steps)
 
   score_range = evaluation.score_range(config)
   bar = _progress(config, start, config.num_train_steps)
