@@ -439,6 +439,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     writer.truncate_after(0)
   if jax.process_index() == 0:
     provenance.record_start(workdir, start, config.num_train_steps)
+    print(f"code: {provenance.code_label(provenance.code_version())} (recorded in "
+          f"{workdir / provenance.CODE_FILE})", flush=True)
 
   score_range = evaluation.score_range(config)
   bar = _progress(config, start, config.num_train_steps)
