@@ -876,8 +876,7 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
       continue
     done_seeds.append(seed)
     per_seed.append(metrics)
-    for label in codes:
-      code[label] = code.get(label, 0) + 1
+    code.update(codes)
     if whole is not None:
       per_seed_whole.append(whole)
     if persons:
@@ -906,12 +905,13 @@ def run_row(base, kind: str, row: Row, seeds: Sequence[int], budget: str,
 def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.Path,
               folds: Sequence[int] | None, log, may_train: bool,
               progress: Progress | None = None
-              ) -> tuple[dict, dict | None, dict, float, list[str]]:
+              ) -> tuple[dict, dict | None, dict, float, dict[str, str]]:
   """(metrics, whole-clip metrics or None, per-person metrics, training seconds, code)
   of one seed of a row, the metrics averaged over the folds where the data set has them;
   the per-person ones (`per_person`, folds only) are those of each held-out person's
-  composed washes, {} for a row without frame predictions; `code` holds, per training
-  run, the code that trained it (`hhjax.provenance.trained_with`, joined)."""
+  composed washes, {} for a row without frame predictions; `code` maps each training
+  run (its folder below `root`) to the code that trained it
+  (`hhjax.provenance.trained_with`, joined)."""
   config = row_config(base, row, seed, budget)
   workdir = root / row.key / f"seed{seed}"
   seconds, whole, persons = 0.0, None, {}
@@ -955,7 +955,8 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
         whole_counts.append(len(_split_videos(cfg.dataset.manual_dir,
                                               f"{WHOLE}{fold}")))
     metrics = _fold_mean(fold_metrics)
-    codes = [" then ".join(provenance.trained_with(run)) for _, run, _, _ in runs]
+    codes = {str(run.relative_to(root)): " then ".join(provenance.trained_with(run))
+             for _, run, _, _ in runs}
     if whole_metrics:
       # The fewest whole-clip washes of any fold: ranking them needs enough of them.
       whole = dict(_fold_mean(whole_metrics), **{WHOLE_VIDEOS: min(whole_counts)})
@@ -972,7 +973,8 @@ def _run_seed(base, kind: str, row: Row, seed: int, budget: str, root: pathlib.P
       config = eval_config(config, row)
       metrics = evaluate_split(config, workdir, config.dataset.eval_split)
     seconds += 0 if math.isnan(s) else s
-    codes = [" then ".join(provenance.trained_with(workdir))]
+    codes = {str(workdir.relative_to(root)):
+             " then ".join(provenance.trained_with(workdir))}
   return {k: float(v) for k, v in metrics.items()}, whole, persons, seconds, codes
 
 
@@ -1246,11 +1248,14 @@ def format_table(table: str, spec: dict, rows: list[dict], meta: dict,
 
 
 def table_code(rows: Sequence[dict]) -> dict[str, int]:
-  """{code label: training runs} over the table's rows (`hhjax.provenance`)."""
-  out: dict[str, int] = {}
+  """{code label: training runs} over the table's rows (`hhjax.provenance`); a run
+  that two rows share (one evaluated again) counts once."""
+  runs: dict[str, str] = {}
   for r in rows:
-    for label, n in r.get("code", {}).items():
-      out[label] = out.get(label, 0) + n
+    runs.update(r.get("code", {}))
+  out: dict[str, int] = {}
+  for label in runs.values():
+    out[label] = out.get(label, 0) + 1
   return out
 
 

@@ -80,7 +80,9 @@ def test_table_runs_rows_writes_files_and_skips_finished_rows(tmp_path, monkeypa
   assert again["rows"] == result["rows"]
   # The table names the code that trained its runs...
   label = provenance.code_label(provenance.code_version())
-  assert [r["code"] for r in saved["rows"]] == [{label: 1}, {label: 1}]
+  assert [list(r["code"].values()) for r in saved["rows"]] == [[label], [label]]
+  assert [list(r["code"]) for r in saved["rows"]] == [[f"{r['key']}/seed0"]
+                                                      for r in saved["rows"]]
   assert f"Code: every training run (2) by {label}." in md
   # ...and warns when a run read back was trained by other code.
   code_file = (out / "runs" / experiments.dataset_slug("tiny") / "full" /
@@ -222,6 +224,10 @@ def test_evaluation_only_rows_share_the_training_run(tmp_path, monkeypatch):
   assert raw["per_seed"][0] == pytest.approx(experiments._read_results(run), nan_ok=True)
   # Merging can only lower the segment count.
   assert again["per_seed"][0]["segs"] <= raw["per_seed"][0]["segs"]
+  # The shared run is one training run of the table's code line, not two.
+  label = provenance.code_label(provenance.code_version())
+  assert result["meta"]["code"] == {label: 1}
+  assert f"Code: every training run (1) by {label}." in (out / "tablem_full.md").read_text()
   with pytest.raises(ValueError, match="not an evaluation-time field"):
     experiments.Row("B", ours, eval_overrides=(("model.channels", 8),))
 
@@ -542,7 +548,7 @@ def test_rows_average_each_person_over_seeds_and_the_table_lists_them(monkeypatc
                  "b": {"acc": 90.0, "edit": 80.0, "f1@50": 85.0}}}
   monkeypatch.setattr(experiments, "_run_seed",
                       lambda base, kind, row, seed, *a: ({"edit": 1.0}, None,
-                                                         persons[seed], 1.0, ["c"]))
+                                                         persons[seed], 1.0, {}))
   monkeypatch.setattr(experiments, "effective", lambda base, row: row)
   record = experiments.run_row(None, "folds", experiments.Row("A", ()), [0, 1], "full",
                                pathlib.Path("/nonexistent"))
