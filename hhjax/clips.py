@@ -1424,6 +1424,9 @@ def run(config, workdir: str | os.PathLike, folds: Sequence[int] | None = None
       cannot be used (naming the clips). VideoError: a clip cannot be decoded.
   """
   check_config(config)
+  # The code is read now, before anything trains: a commit made while the run goes on
+  # is not the code this process runs.
+  code = provenance.code_label(provenance.code_version())
   workdir = pathlib.Path(workdir)
   clips = read_clip_list(config.data.clips_csv)
   check_actions(clips)
@@ -1474,7 +1477,7 @@ def run(config, workdir: str | os.PathLike, folds: Sequence[int] | None = None
                            features if config.baseline.handpose else None, fold_dir)
     else:
       result = localise_fold(config, k, groups[k], clips, data, fold_dir)
-    result["code"] = provenance.code_label(provenance.code_version())
+    result["code"] = code
     write_fold_result(fold_dir, config, result)
     names = names or row_names(config, list(result["results"]))
     print(_fold_line(result, names), flush=True)

@@ -4,13 +4,19 @@ Results read back later (a fold trained yesterday, a table gathered from runs of
 days) may come from different code. hhjax records the code with them and says so where
 they are gathered, rather than mixing them silently:
 
-* `code_version()`: `{"hhjax", "jax", "commit", "changes"}`. `commit` is the checkout's
-  git commit (None outside a git checkout, e.g. an installed wheel); `changes` is None
-  when hhjax's own files (`hhjax/`, `configs/`) are as committed, else the first 12 hex
-  digits of the SHA-256 of `git diff HEAD` over them, so two runs with the same local
-  edits share a label and runs with other edits do not.
+* `code_version()`: `{"hhjax", "jax", "commit", "tree", "changes"}`. `commit` is the
+  checkout's git commit (None outside a git checkout, e.g. an installed wheel); `tree`
+  identifies the committed state of hhjax's own files (`hhjax/`, `configs/`: 12 hex
+  digits of the SHA-256 of their git tree ids), so commits that change only the docs or
+  tests share it; `changes` is None when those files are as committed, else 12 hex
+  digits of the SHA-256 of `git diff HEAD` over them (and of their untracked files), so
+  two runs with the same local edits share a label and runs with other edits do not.
+  It is read once per process, at its first call, and cached: the training loop and
+  `hhjax.clips` call it as they start, so a commit made while a run goes on is not
+  taken for the code the run imported.
 * `code_label(version)`: one short string, e.g. `a1b2c3d4e5f6 + changes 0f9e8d7c6b5a,
-  jax 0.10.2`; equal labels mean the same code.
+  jax 0.10.2` (the tree digest, the edits' digest, JAX); equal labels mean the same
+  code. The commit is not in it: it is in the records beside it.
 * `record_start(workdir, step, last_step)`: appends one line per start of a training
   run to `<workdir>/code.jsonl` (a resumed run adds a line).
 * `trained_with(workdir)`: the labels of the code that ran a run's training steps.
@@ -65,13 +71,16 @@ def checkout_version(root: pathlib.Path | None) -> dict[str, str | None]:
 
   import hhjax  # noqa: PLC0415
   version = {"hhjax": hhjax.__version__, "jax": jax.__version__, "commit": None,
-             "changes": None}
+             "tree": None, "changes": None}
   if root is None:
     return version
   commit = _git(root, "rev-parse", "HEAD")
   if commit is None:
     return version
   version["commit"] = commit.strip()
+  trees = _git(root, "ls-tree", "HEAD", "--", *_PATHS)   # "<mode> tree <id>\t<path>"
+  if trees is not None:
+    version["tree"] = hashlib.sha256(trees.encode()).hexdigest()[:12]
   diff = _git(root, "diff", "HEAD", "--", *_PATHS)
   untracked = _git(root, "ls-files", "--others", "--exclude-standard", "--", *_PATHS)
   if diff is None or untracked is None:
@@ -91,8 +100,9 @@ def code_label(version: Mapping[str, str | None] | None) -> str:
   """One short string for a `code_version()` record; equal labels, same code."""
   if not version:
     return UNRECORDED
-  if version.get("commit"):
-    label = str(version["commit"])[:12]
+  if version.get("tree") or version.get("commit"):
+    label = (str(version["tree"]) if version.get("tree")
+             else f"commit {str(version['commit'])[:12]}")
     if version.get("changes"):
       label += f" + changes {version['changes']}"
   else:

@@ -593,7 +593,8 @@ def test_folds_run_apart_into_one_workdir_make_one_table_of_same_settings(
   assert saved["code"] == provenance.code_version() and first["code"] == label
   assert f"Code: {label}." in table and "Warning" not in table
   # Fold 0 made by other code: still read back (same settings), and the table says so.
-  other = dict(saved, code=dict(saved["code"], commit="f" * 40, changes=None))
+  other = dict(saved, code=dict(saved["code"], commit="f" * 40, tree="f" * 12,
+                                changes=None))
   (work / "fold0" / "result.json").write_text(json.dumps(other, indent=2))
   clips_lib.run(config, work, folds=[1])
   assert f"(same settings; code {'f' * 12}, jax " in capsys.readouterr().out

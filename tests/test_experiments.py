@@ -88,9 +88,10 @@ def test_table_runs_rows_writes_files_and_skips_finished_rows(tmp_path, monkeypa
   code_file = (out / "runs" / experiments.dataset_slug("tiny") / "full" /
                saved["rows"][0]["key"] / "seed0" / provenance.CODE_FILE)
   start = json.loads(code_file.read_text().splitlines()[0])
-  code_file.write_text(json.dumps(dict(start, commit="e" * 40, changes=None)) + "\n")
+  changed = dict(start, commit="e" * 40, tree="e" * 12, changes=None)
+  code_file.write_text(json.dumps(changed) + "\n")
   experiments.run_table("12", "tiny", [0], "full", out, base=base, log=lambda *_: None)
-  other = provenance.code_label(dict(start, commit="e" * 40, changes=None))
+  other = provenance.code_label(changed)
   assert (f"**Warning: the runs were trained by 2 versions of the code:** {other} "
           f"(1 run); {label} (1 run)." in (out / "table12_full.md").read_text())
   code_file.write_text(json.dumps(start) + "\n")

@@ -36,12 +36,19 @@ def _version(root):
   return provenance.checkout_version(root)
 
 
-def test_a_clean_checkout_is_its_commit(checkout):
+def test_a_clean_checkout_is_its_commit_and_a_docs_only_commit_is_the_same_code(checkout):
   version = _version(checkout)
   assert version["commit"] == _git(checkout, "rev-parse", "HEAD")
-  assert version["changes"] is None
+  assert version["changes"] is None and len(version["tree"]) == 12
   label = provenance.code_label(version)
-  assert label.startswith(version["commit"][:12] + ", jax ")
+  assert label == f"{version['tree']}, jax {version['jax']}"
+  (checkout / "README.md").write_text("docs only\n")
+  _git(checkout, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-am", "docs")
+  docs = _version(checkout)
+  assert docs["commit"] != version["commit"] and provenance.code_label(docs) == label
+  (checkout / "configs" / "run.py").write_text("STEPS = 7\n")
+  _git(checkout, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-am", "cfg")
+  assert provenance.code_label(_version(checkout)) != label
 
 
 def test_edits_to_the_code_change_the_label_and_the_same_edits_give_the_same_one(checkout):
@@ -69,9 +76,8 @@ def test_outside_a_checkout_there_is_no_commit():
 
 def test_starts_are_recorded_and_only_those_that_trained_count(tmp_path, monkeypatch):
   assert provenance.trained_with(tmp_path) == [provenance.UNRECORDED]
-  versions = iter([dict(hhjax="0.1.0", jax="0.10.2", commit="a" * 40, changes=None),
-                   dict(hhjax="0.1.0", jax="0.10.2", commit="b" * 40, changes=None),
-                   dict(hhjax="0.1.0", jax="0.10.2", commit="c" * 40, changes=None)])
+  versions = iter([dict(hhjax="0.1.0", jax="0.10.2", commit="0" * 40, tree=t * 12,
+                        changes=None) for t in "abc"])
   monkeypatch.setattr(provenance, "code_version", lambda: next(versions))
   provenance.record_start(tmp_path, 0, 100)     # trained from the start with a...
   provenance.record_start(tmp_path, 40, 100)    # ...resumed with b...

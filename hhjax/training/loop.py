@@ -368,6 +368,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     FloatingPointError: a non-finite loss or gradient (nothing was checkpointed).
   """
   config_lib.check_config(config)
+  provenance.code_version()   # read now (then cached): the code this process runs
   cache_dir = setup_compilation_cache(config)   # before anything compiles
   compile_start = COMPILE_CLOCK.read()
   workdir = pathlib.Path(workdir)
@@ -439,7 +440,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     writer.truncate_after(0)
   if jax.process_index() == 0:
     provenance.record_start(workdir, start, config.num_train_steps)
-    print(f"code: {provenance.code_label(provenance.code_version())} (recorded in "
+    version = provenance.code_version()
+    commit = f"commit {version['commit'][:12]}; " if version["commit"] else ""
+    print(f"code: {provenance.code_label(version)} ({commit}recorded in "
           f"{workdir / provenance.CODE_FILE})", flush=True)
 
   score_range = evaluation.score_range(config)
