@@ -1262,8 +1262,8 @@ def table_code(rows: Sequence[dict]) -> dict[str, int]:
 def code_text(code: Mapping[str, int] | None) -> str:
   """The table's line on the code that trained its runs: one version, several (a
   warning naming each with its number of runs), or none recorded."""
-  if not code:
-    return "Code: not recorded (a table written before runs recorded their code)."
+  if not code or set(code) == {provenance.UNRECORDED}:
+    return "Code: not recorded (runs trained before runs recorded their code)."
   if len(code) == 1:
     (label, n), = code.items()
     return f"Code: every training run ({n}) by {label}."

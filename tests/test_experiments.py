@@ -95,6 +95,10 @@ def test_table_runs_rows_writes_files_and_skips_finished_rows(tmp_path, monkeypa
   assert (f"**Warning: the runs were trained by 2 versions of the code:** {other} "
           f"(1 run); {label} (1 run)." in (out / "table12_full.md").read_text())
   code_file.write_text(json.dumps(start) + "\n")
+  assert experiments.code_text({provenance.UNRECORDED: 3}).startswith("Code: not recorded")
+  assert experiments.code_text({}).startswith("Code: not recorded")
+  assert "unrecorded (2 runs); x (1 run)" in experiments.code_text(
+    {provenance.UNRECORDED: 2, "x": 1})
   # A finished run whose training data has changed since is not read back.
   run = out / "runs" / experiments.dataset_slug("tiny") / "full" / saved["rows"][0][
       "key"] / "seed0"
