@@ -152,8 +152,9 @@ class ExtractConfig:
       on an accelerator. One after another gives pair-by-pair calls' flow bit for bit.
       Side by side is the same arithmetic fused differently, and TV-L1 amplifies
       rounding at a few pixels (`docs/FLOW.md`, "Sensitivity to rounding"): at OpenCV's
-      defaults, on 8 pairs of a real clip, mean 0.017 px, 1.3 % of pixels by more than
-      0.2 px. Like the device, it is not recorded as a setting.
+      defaults, on 8 pairs of a real clip, mean 0.017 px, 1.3 % of the flow values by
+      more than 0.2 px (`scripts/flow_batch_diff.py`). Like the device, it is not
+      recorded as a setting.
     grid: 0 (default): one pooled 1024-vector per stream and frame; G >= 1: a G x G
       grid of Mixed_5c cells per stream (`i3d.grid_features`), G * G * 1024 values,
       location-major, for models that attend over locations (the spatial-attention

@@ -12,7 +12,9 @@ every timed call follows one warm-up call.
 With --end-to-end N, `FeatureExtractor.extract` runs on the clip's first N frames (fast
 mode, random weights) once to compile, then once with decoding in the calling thread
 (--decode-ahead 0) and once with decoding in a background thread (2 chunks ahead), and
-prints the frames/s of each; the features of the two runs must be equal.
+prints the frames/s of each; the features of the two runs must be equal. With
+--end-to-end-stream handpose the same is done with `HandPoseExtractor` (MediaPipe) on
+the clip's first N frames.
 
 Example (from the repository root):
 
@@ -64,6 +66,8 @@ def _parse():
                  help="also time the whole extractor on the clip's first N frames")
   p.add_argument("--end-to-end-flow", choices=("default", "reduced"), default="default",
                  help="flow setting of --end-to-end (reduced: the --flow-* options)")
+  p.add_argument("--end-to-end-stream", choices=("i3d", "handpose"), default="i3d",
+                 help="extractor of --end-to-end (handpose: MediaPipe's hand pose)")
   p.add_argument("--skip-i3d", action="store_true")
   p.add_argument("--skip-flow", action="store_true")
   return p.parse_args()
@@ -159,35 +163,42 @@ def main() -> int:
   return 0
 
 
-def _end_to_end(args) -> None:
-  """Times `FeatureExtractor.extract` with and without decoding in a background thread."""
+def _end_to_end_extractor(args, ahead: int):
+  """The extractor `_end_to_end` times: I3D (random weights, fast mode) or hand pose."""
+  if args.end_to_end_stream == "handpose":
+    from hhjax import handpose  # noqa: PLC0415
+    return handpose.HandPoseExtractor(max_frames=args.end_to_end, decode_ahead=ahead)
   from hhjax import extract  # noqa: PLC0415
-
-  if not args.clip.exists():
-    print(f"end to end: skipped ({args.clip} not found)")
-    return
   flow = {}
   if args.end_to_end_flow == "reduced":
     flow = dict(flow_size=args.flow_size, flow_scales=args.flow_scales,
                 flow_warps=args.flow_warps, flow_iterations=args.flow_iterations,
                 flow_outer=args.flow_outer)
-  rgb_vars = extract.random_variables(3, 0)
-  flow_vars = extract.random_variables(2, 1)
+  config = extract.ExtractConfig(
+    mode="fast", chunk=args.chunk, margin=args.margin, batch_size=args.batch_size,
+    size=args.size, max_frames=args.end_to_end, decode_ahead=ahead, **flow)
+  return extract.FeatureExtractor(extract.random_variables(3, 0),
+                                  extract.random_variables(2, 1), config)
+
+
+def _end_to_end(args) -> None:
+  """Times an extractor's `extract` with and without decoding in a background thread."""
+  if not args.clip.exists():
+    print(f"end to end: skipped ({args.clip} not found)")
+    return
   features = {}
-  for ahead in (None, 0, 2):  # None: the compiling run
-    config = extract.ExtractConfig(
-      mode="fast", chunk=args.chunk, margin=args.margin, batch_size=args.batch_size,
-      size=args.size, max_frames=args.end_to_end, decode_ahead=ahead or 0, **flow)
-    extractor = extract.FeatureExtractor(rgb_vars, flow_vars, config)
+  for ahead in (None, 0, 2):  # None: the first run (compiles, loads the models)
+    extractor = _end_to_end_extractor(args, ahead or 0)
     start = time.perf_counter()
     out = extractor.extract(args.clip)
     seconds = time.perf_counter() - start
     if ahead is None:
-      print(f"end to end: first run (compiles) {seconds:.1f} s")
+      print(f"end to end: first run {seconds:.1f} s")
       continue
     features[ahead] = out
-    print(f"end to end, fast mode, {args.end_to_end_flow} flow, {out.shape[1]} frames, "
-          f"flow {extractor.flow_batch} side by side, decode ahead {ahead}: "
+    what = (f"{args.end_to_end_flow} flow, flow {extractor.flow_batch} side by side"
+            if args.end_to_end_stream == "i3d" else "hand pose")
+    print(f"end to end, {what}, {out.shape[1]} frames, decode ahead {ahead}: "
           f"{out.shape[1] / seconds:.2f} frames/s ({seconds:.1f} s)")
   same = np.array_equal(features[0], features[2])
   print(f"end to end: features with and without decoding ahead equal: {same}")
